@@ -1,0 +1,302 @@
+"""The frozen vision-language backbone (BiomedCLIP and any open_clip model of its family).
+
+A backbone is loaded from a spec string:
+
+- ``biomedclip``: ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``;
+- ``hf-hub:ORG/NAME``: any open_clip model on the Hugging Face hub;
+- ``local-dir:PATH``: an open_clip model folder (``open_clip_config.json`` + weights + tokenizer).
+
+It is frozen (``requires_grad=False``, ``eval()`` pinned). Besides encoding images and token ids,
+it encodes *prompts given as word embeddings* (METHODS.md, "Prompt injection"): the learnable
+context is spliced right after ``[CLS]`` in the raw word-embedding space of the text tower, and the
+text transformer runs on ``inputs_embeds`` with the attention mask of the real tokens, then the
+CLS pooler and the projection. Padding beyond the longest real prompt is cut off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import types
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BIOMEDCLIP_HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+BIOMEDCLIP_SPEC = f"hf-hub:{BIOMEDCLIP_HUB_ID}"
+DEFAULT_BACKBONE = "biomedclip"
+
+log = logging.getLogger(__name__)
+
+
+class BackboneError(RuntimeError):
+    """A backbone could not be loaded or is not of a supported shape."""
+
+
+def resolve_spec(spec: str) -> str:
+    """Turn a user spec (``biomedclip``, ``demo``, ``hf-hub:..``, ``local-dir:..``) into an open_clip name."""
+    spec = spec.strip()
+    if spec == "biomedclip":
+        return BIOMEDCLIP_SPEC
+    if spec == "demo":
+        from kmat.data.demo_backbone import demo_backbone_dir  # built on first use, cached
+
+        return f"local-dir:{demo_backbone_dir()}"
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        return spec
+    if Path(spec).is_dir() and (Path(spec) / "open_clip_config.json").is_file():
+        return f"local-dir:{Path(spec).resolve()}"
+    raise BackboneError(
+        f"unknown backbone spec {spec!r}: use 'biomedclip', 'demo', 'hf-hub:ORG/NAME' "
+        "or 'local-dir:PATH' (a folder with open_clip_config.json)"
+    )
+
+
+def _offline_help(name: str, err: BaseException) -> str:
+    hub_id = name.removeprefix("hf-hub:")
+    return (
+        f"could not load backbone {name!r}: the model hub is unreachable or the model is not cached "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n"
+        "To use a local copy, download it once on a machine with internet access, e.g.\n"
+        f"  huggingface-cli download {hub_id} --local-dir DIR\n"
+        "  huggingface-cli download microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract "
+        "config.json vocab.txt tokenizer_config.json --local-dir DIR\n"
+        "then pass --backbone local-dir:DIR (or set HF_HUB_OFFLINE=1 with a populated Hugging Face cache)."
+    )
+
+
+def _pin_eval(model: nn.Module) -> None:
+    """Keep ``model`` and all its sub-modules in eval mode whatever ``.train()`` is called with."""
+    model.eval()
+
+    def _train(self: nn.Module, mode: bool = True) -> nn.Module:  # noqa: ARG001 - pinned
+        return self
+
+    model.train = types.MethodType(_train, model)  # type: ignore[method-assign]
+
+
+@dataclass
+class Backbone:
+    """A frozen open_clip model with an HF (BERT-family) text tower."""
+
+    model: nn.Module
+    tokenizer: object
+    spec: str
+    name: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    checkpoint: str | None = None
+    _identity: str | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def text(self) -> nn.Module:
+        return self.model.text
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.logit_scale.dtype
+
+    @property
+    def logit_scale(self) -> float:
+        """``s = logit_scale.exp()`` of the backbone."""
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.text.transformer.embeddings.word_embeddings
+
+    @property
+    def embed_width(self) -> int:
+        """Width of the raw word-embedding space (768 for PubMedBERT)."""
+        return int(self.word_embeddings.weight.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.text.output_dim)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.tokenizer.context_length)
+
+    @property
+    def _hf_tok(self):
+        return self.tokenizer.tokenizer
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.text.config.pad_token_id or 0)
+
+    @property
+    def cls_id(self) -> int:
+        return int(self._hf_tok.cls_token_id)
+
+    @property
+    def sep_id(self) -> int:
+        return int(self._hf_tok.sep_token_id)
+
+    def identity(self) -> str:
+        """A string that changes whenever the weights change: spec + sha256 of the weights."""
+        if self._identity is None:
+            h = hashlib.sha256()
+            if self.checkpoint and Path(self.checkpoint).is_file():
+                with open(self.checkpoint, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(chunk)
+            else:
+                for k, v in sorted(self.model.state_dict().items()):
+                    h.update(k.encode())
+                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            self._identity = f"{self.name}@{h.hexdigest()[:16]}"
+        return self._identity
+
+    # ------------------------------------------------------------------ modes
+    @contextlib.contextmanager
+    def text_dropout(self, enabled: bool = True) -> Iterator[None]:
+        """Temporarily switch the text tower's dropout on (BiomedCoOp trains with it on)."""
+        if not enabled:
+            yield
+            return
+        nn.Module.train(self.text, True)
+        try:
+            yield
+        finally:
+            nn.Module.train(self.text, False)
+
+    def to(self, device: str | torch.device) -> Backbone:
+        self.model.to(device)
+        return self
+
+    # ------------------------------------------------------------------ images
+    @torch.no_grad()
+    def encode_images(self, images: Tensor) -> Tensor:
+        """L2-normalised image features ``f`` of a batch of preprocessed images (B, 3, H, W)."""
+        images = images.to(self.device, dtype=self.dtype)
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        """Token ids (N, context_length) exactly as open_clip tokenizes them."""
+        return self.tokenizer(list(texts))
+
+    def token_ids(self, text: str) -> list[int]:
+        """Word-piece ids of ``text`` without special tokens (same cleaning as :meth:`tokenize`)."""
+        return list(self._hf_tok(self.tokenizer.clean_fn(text), add_special_tokens=False)["input_ids"])
+
+    def cut_padding(self, ids: Tensor) -> Tensor:
+        """Drop the all-padding columns beyond the longest real sequence."""
+        real = (ids != self.pad_id).any(dim=0).nonzero()
+        length = int(real.max()) + 1 if len(real) else 1
+        return ids[:, :length]
+
+    def encode_text(self, ids: Tensor, normalize: bool = True) -> Tensor:
+        """Text features of token ids (the frozen tower's own path: ``model.encode_text``)."""
+        ids = self.cut_padding(ids).to(self.device)
+        feats = self.model.encode_text(ids).float()
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """L2-normalised features of plain sentences (no grad, batched, padding cut per batch)."""
+        out = [self.encode_text(self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.output_dim)
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """Raw word embeddings of token ids (frozen table; no position/type embeddings)."""
+        return self.word_embeddings(ids.to(self.device))
+
+    def encode_prompts(self, embeds: Tensor, attention_mask: Tensor, normalize: bool = True) -> Tensor:
+        """Encode prompts given as raw word embeddings (N, L, width) with their mask (N, L).
+
+        ``g(P) = proj(pool(BERT(inputs_embeds=P, attention_mask=mask)))``; BERT adds position and
+        token-type embeddings itself, and pooling takes the ``[CLS]`` state. Gradients flow to
+        ``embeds``; the tower's own weights are frozen.
+        """
+        if embeds.shape[1] > self.context_length:
+            raise ValueError(
+                f"prompt of {embeds.shape[1]} tokens exceeds the backbone's context length {self.context_length}"
+            )
+        mask = attention_mask.to(self.device).long()
+        out = self.text.transformer(inputs_embeds=embeds.to(self.dtype), attention_mask=mask)
+        pooled = self.text.pooler(out, mask)
+        feats = self.text.proj(pooled).float()
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def _local_text_override(folder: Path) -> dict | None:
+    """For a local-dir model whose HF text config sits in the folder, point the text tower at it.
+
+    open_clip builds an HF text tower with ``AutoConfig.from_pretrained(text_cfg.hf_model_name)``;
+    a folder carrying its own ``config.json`` is made self-contained (movable, offline) this way.
+    """
+    cfg_path = folder / "open_clip_config.json"
+    if not (folder / "config.json").is_file() or not cfg_path.is_file():
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    text_cfg = dict(cfg.get("model_cfg", {}).get("text_cfg", {}))
+    if not text_cfg.get("hf_model_name"):
+        return None
+    text_cfg["hf_model_name"] = str(folder)
+    text_cfg["hf_model_pretrained"] = False  # the full open_clip checkpoint is loaded afterwards
+    return text_cfg
+
+
+def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
+    """Load and freeze a backbone from a spec string (see module docstring)."""
+    import open_clip
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    name = resolve_spec(spec)
+    kwargs: dict = {}
+    checkpoint = None
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:")).expanduser().resolve()
+        if not (folder / "open_clip_config.json").is_file():
+            raise BackboneError(f"{folder}: not an open_clip model folder (open_clip_config.json missing)")
+        name = f"local-dir:{folder}"
+        override = _local_text_override(folder)
+        if override is not None:
+            kwargs["text_cfg"] = override
+        checkpoint = _find_checkpoint_in_dir(folder)
+        if checkpoint is None:
+            raise BackboneError(f"{folder}: no weights file (*.safetensors, *.bin, *.pth) found")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(name, device=device, **kwargs)
+        tokenizer = open_clip.get_tokenizer(name)
+    except (OSError, RuntimeError, ValueError, ConnectionError) as err:
+        if name.startswith("hf-hub:"):
+            raise BackboneError(_offline_help(name, err)) from err
+        raise BackboneError(f"could not load backbone {name!r}: {err}") from err
+    if not hasattr(model, "text") or not hasattr(getattr(model, "text"), "transformer"):
+        raise BackboneError(
+            f"{name}: kmat needs a BiomedCLIP-family model with a Hugging Face (BERT-like) text tower"
+        )
+    model.requires_grad_(False)
+    _pin_eval(model)
+    pcfg = open_clip.get_model_preprocess_cfg(model)
+    size = pcfg.get("size", 224)
+    size = int(size if isinstance(size, int) else size[0])
+    return Backbone(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        name=name,
+        image_size=size,
+        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        checkpoint=checkpoint,
+    )

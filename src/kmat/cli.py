@@ -1,0 +1,199 @@
+"""The ``kmat`` command. The only module that parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from kmat import __version__
+
+EPILOG_TRAIN = """examples:
+  kmat train --task ./my_task --backbone local-dir:./tiny --epochs 2 --out runs/kmat-s1
+  kmat train --task breast --data-root $KMAT_DATA --method kmat --shots 16 --seed 1 --out runs/breast/kmat/seed1
+
+--task is a task folder (task.json + one manifest CSV per modality + descriptions.json) or the name
+of a task prepared under --data-root / $KMAT_DATA. The run writes OUT/result.json (metrics in %),
+OUT/checkpoint.safetensors (learned prompts + resolved config) and the few-shot subset manifests.
+"""
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="task folder, or task name under --data-root")
+    p.add_argument("--method", default="kmat", help="method name (default: kmat)")
+    p.add_argument("--data-root", default=None, help="root of prepared tasks (default: $KMAT_DATA)")
+    p.add_argument("--backbone", default="biomedclip",
+                   help="biomedclip (default), hf-hub:ORG/NAME or local-dir:PATH")
+    p.add_argument("--shots", type=int, default=16, help="high-end images per class (0 = all; default 16)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the few-shot subset, init and order (default 1)")
+    p.add_argument("--out", required=True, help="output folder of the run")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    g = p.add_argument_group("training recipe (default: the method's published settings)")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--no-augment", action="store_true", help="train on centre crops instead of random resized crops")
+    k = p.add_argument_group("K-MaT options")
+    k.add_argument("--lambda-anchor", type=float, default=None, help="weight of L_anchor (0 turns it off; default 1)")
+    k.add_argument("--lambda-fgw", type=float, default=None, help="weight of L_FGW (0 turns it off; default 1)")
+    k.add_argument("--csc", action=argparse.BooleanOptionalAction, default=None, help="class-specific context (default on)")
+    k.add_argument("--msc", action=argparse.BooleanOptionalAction, default=None, help="modality-specific context (default on)")
+    k.add_argument("--alpha", type=float, default=None, help="FGW structure weight (default 0.1)")
+    k.add_argument("--epsilon", type=float, default=None, help="FGW entropic regularisation (default 0.1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    keys = ["epochs", "batch_size", "lr", "lambda_anchor", "lambda_fgw", "csc", "msc", "alpha", "epsilon"]
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    print(title)
+    print(f"  {'':6s} {'acc':>7s} {'macro-F1':>9s}")
+    for role, label in (("high", "Hi"), ("low", "Lo"), ("h", "H")):
+        m = metrics[role]
+        print(f"  {label:6s} {m['acc']:7.2f} {m['macro_f1']:9.2f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from kmat.config import RunConfig
+    from kmat.runner import RESULT_FILE, run
+
+    cfg = RunConfig(task=args.task, out=args.out, method=args.method, data_root=args.data_root,
+                    backbone=args.backbone, shots=args.shots, seed=args.seed, device=args.device,
+                    augment=not args.no_augment, show_progress=not args.quiet, options=_options(args))
+    result = run(cfg)
+    _print_metrics(result["metrics"], f"{result['method']} on {result['task']} "
+                                      f"({result['shots']} shots, seed {result['seed']}):")
+    print(f"wrote {Path(args.out) / RESULT_FILE}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kmat.runner import CHECKPOINT_FILE, evaluate_checkpoint
+
+    ckpt = Path(args.run)
+    ckpt = ckpt / CHECKPOINT_FILE if ckpt.is_dir() else ckpt
+    metrics = evaluate_checkpoint(ckpt, task=args.task, data_root=args.data_root)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics, f"re-evaluated {ckpt}:")
+    return 0
+
+
+def cmd_backbone(args: argparse.Namespace) -> int:
+    from kmat.tinymodel import write_tiny_biomedclip
+
+    folder = write_tiny_biomedclip(args.out, size=args.size, seed=args.seed)
+    print(f"wrote a random-weight {args.size} BiomedCLIP-shaped model to {folder}")
+    print(f"use it with: --backbone local-dir:{folder}")
+    return 0
+
+
+def cmd_toy_task(args: argparse.Namespace) -> int:
+    from kmat.data.toy import write_toy_task
+
+    folder = write_toy_task(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    print(f"wrote the toy task to {folder}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kmat.config import RunConfig
+    from kmat.data.toy import write_toy_task
+    from kmat.runner import run
+    from kmat.tinymodel import write_tiny_biomedclip
+
+    out = Path(args.out)
+    task = out / "toy_task"
+    model = out / "tiny_backbone"
+    if not (task / "task.json").is_file():
+        write_toy_task(task)
+    if not (model / "open_clip_config.json").is_file():
+        write_tiny_biomedclip(model, size="tiny", seed=0)
+    print("kmat demo (interim): K-MaT end to end on the built-in toy task with a tiny RANDOM-weight backbone.")
+    print("It exercises the whole pipeline; its numbers carry no meaning until the pre-trained demo backbone lands.")
+    cfg = RunConfig(task=str(task), out=str(out / "run"), backbone=f"local-dir:{model}", shots=8, seed=1,
+                    device="cpu", show_progress=not args.quiet, options={"epochs": args.epochs})
+    result = run(cfg)
+    _print_metrics(result["metrics"], "K-MaT on the toy task:")
+    print(f"wrote {out / 'run' / 'result.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kmat",
+        description="Cross-modal prompt learning on frozen medical vision-language models (K-MaT and baselines).",
+    )
+    parser.add_argument("--version", action="version", version=f"kmat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one method on one task and evaluate it on both modalities",
+                       description="Train a method on the high-end few-shot images of a task and evaluate it "
+                                   "zero-shot on the low-end test split.",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a trained run from its checkpoint",
+                       description="Rebuild the learned prompts from OUT/checkpoint.safetensors and evaluate them.")
+    p.add_argument("--run", required=True, help="run folder (or checkpoint file) written by kmat train")
+    p.add_argument("--task", default=None, help="override the task folder/name saved in the checkpoint")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("backbone", help="write a random-weight BiomedCLIP-shaped model folder (tests, benchmarks)",
+                       description="Write an open_clip model folder with BiomedCLIP's layout and random weights, "
+                                   "loadable with --backbone local-dir:OUT.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", choices=["tiny", "reduced", "full"], default="tiny",
+                   help="tiny (tests), reduced, or full (= BiomedCLIP's architecture)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_backbone)
+
+    p = sub.add_parser("toy-task", help="write the tiny procedural toy task folder",
+                       description="Write a small 3-class cross-modal task (hiscan -> loscan) in the manifest format.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-train", type=int, default=8, help="train images per class and modality")
+    p.add_argument("--n-test", type=int, default=4, help="test images per class and modality")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_toy_task)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on built-in data (offline, CPU)",
+                       description="Interim demo: K-MaT end to end on the toy task with a tiny random backbone.")
+    p.add_argument("--out", default="kmat-demo", help="output folder (default: ./kmat-demo)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from kmat.errors import USER_ERRORS
+
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("KMAT_DEBUG"):
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"kmat: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kmat: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

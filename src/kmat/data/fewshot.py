@@ -1,0 +1,71 @@
+"""Deterministic, group-aware, nested K-shot subsets (METHODS.md and DATASETS.md section 6).
+
+For each class (in task order), its groups (``group_id``: patient, lesion, scan; the image itself
+when absent) are sorted and permuted by a generator seeded from
+``sha256("{task}|{dataset}|{modality}|{class}|{seed}")``; the first K groups are taken, one image
+from each (chosen by a generator keyed on the group too). The permutation does not depend on K,
+so subsets are nested (1 in 2 in 4 in 8 in 16); nothing depends on file order or global random
+state. A class with fewer groups than K repeats its groups cyclically, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from kmat.data.task import Modality, Sample, Task
+
+
+def _rng(*parts: object) -> np.random.Generator:
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) -> list[Sample]:
+    """K images per class from ``mod``'s ``split`` (see module docstring). ``k <= 0`` takes all."""
+    rows = mod.split(split)
+    if k <= 0:
+        return sorted(rows, key=lambda s: (s.label, s.rel))
+    namespace = f"{task.name}|{mod.dataset}|{mod.name}"
+    out: list[Sample] = []
+    for ci, cname in enumerate(task.classes):
+        groups: dict[str, list[Sample]] = defaultdict(list)
+        for s in rows:
+            if s.label == ci:
+                groups[s.group_id].append(s)
+        if not groups:
+            continue
+        gids = sorted(groups)
+        perm = _rng(namespace, cname, seed).permutation(len(gids))
+        order = [gids[i] for i in perm]
+        if len(order) < k:
+            warnings.warn(
+                f"{task.name}/{mod.name}: class {cname!r} has {len(order)} group(s) in {split!r}, "
+                f"fewer than K={k}; sampling with repetition",
+                stacklevel=2,
+            )
+        picked = [order[i % len(order)] for i in range(k)]
+        for gid in picked:
+            members = sorted(groups[gid], key=lambda s: s.rel)
+            j = int(_rng(namespace, cname, seed, gid).integers(len(members)))
+            out.append(members[j])
+    return out
+
+
+def write_subset(samples: list[Sample], classes: list[str], path: str | Path) -> Path:
+    """Write a subset as a manifest CSV (for auditing a run)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split", "group_id"])
+        for s in samples:
+            w.writerow([s.rel, classes[s.label], s.split, s.group_id])
+    tmp.replace(path)
+    return path

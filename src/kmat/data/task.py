@@ -1,0 +1,206 @@
+"""Cross-modal tasks in the manifest format of DATASETS.md section 5.
+
+A task folder holds::
+
+    task.json            classes (order), classnames, high_end / low_end: dataset, modality,
+                         display_name, manifest (CSV, relative to the folder), optional root
+    <manifest>.csv       one per modality: path,label,split[,modality,dataset,group_id,pair_id,source_label]
+    descriptions.json    {modality: {class: [sentence, ...]}} (needed by the anchor term)
+
+Image paths in a manifest are relative to the modality's ``root`` (default: the task folder).
+Loading validates everything up front and fails with a message that names the file, the line and
+the problem (unknown class, missing image, empty split).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "val", "test", "excluded")
+MODALITY_ROLES = ("high", "low")
+_ROLE_KEYS = {"high": "high_end", "low": "low_end"}
+
+
+class TaskError(ValueError):
+    """A task folder, manifest or description file is invalid."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a manifest."""
+
+    path: Path  # absolute
+    rel: str  # as written in the manifest (the image's key in caches and few-shot files)
+    label: int
+    split: str
+    group_id: str
+    row: dict = field(compare=False, hash=False, repr=False)
+
+
+@dataclass
+class Modality:
+    role: str  # "high" or "low"
+    name: str  # controlled vocabulary, e.g. "dermoscopy", "xray"; keys descriptions.json
+    display_name: str  # used in prompts, e.g. "clinical photograph"
+    dataset: str
+    manifest: Path
+    root: Path
+    samples: list[Sample]
+
+    def split(self, split: str) -> list[Sample]:
+        return [s for s in self.samples if s.split == split]
+
+
+@dataclass
+class Task:
+    name: str
+    folder: Path
+    classes: list[str]
+    classnames: list[str]
+    high: Modality
+    low: Modality
+    descriptions_path: Path | None
+    spec: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def modality(self, role: str) -> Modality:
+        if role not in MODALITY_ROLES:
+            raise ValueError(f"modality role must be 'high' or 'low', got {role!r}")
+        return self.high if role == "high" else self.low
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _read_manifest(path: Path, root: Path, classes: list[str], label_map: dict, check_files: bool) -> list[Sample]:
+    if not path.is_file():
+        raise TaskError(f"{path}: manifest file not found")
+    index = {c: i for i, c in enumerate(classes)}
+    samples: list[Sample] = []
+    missing: list[str] = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        need = {"path", "label", "split"} - cols
+        if need:
+            raise TaskError(f"{path}: missing column(s) {sorted(need)}; a manifest needs path,label,split")
+        for lineno, row in enumerate(reader, start=2):
+            label = (row.get("label") or "").strip()
+            label = label_map.get(label, label)
+            if label not in index:
+                raise TaskError(
+                    f"{path}:{lineno}: unknown class {label!r}{_suggest(label, classes)}; "
+                    f"the task's classes are {classes}"
+                )
+            split = (row.get("split") or "").strip()
+            if split not in SPLITS:
+                raise TaskError(f"{path}:{lineno}: unknown split {split!r}; expected one of {list(SPLITS)}")
+            if split == "excluded":
+                continue
+            rel = (row.get("path") or "").strip()
+            if not rel:
+                raise TaskError(f"{path}:{lineno}: empty image path")
+            img = (root / rel) if not os.path.isabs(rel) else Path(rel)
+            if check_files and not img.is_file():
+                missing.append(f"{path}:{lineno}: image not found: {img}")
+            group = (row.get("group_id") or "").strip() or rel
+            samples.append(Sample(img, rel, index[label], split, group, row))
+    if missing:
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise TaskError(f"{len(missing)} image(s) missing:\n  " + "\n  ".join(missing[:10]) + more)
+    return samples
+
+
+def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_files: bool) -> Modality:
+    key = _ROLE_KEYS[role]
+    m = spec.get(key)
+    if not isinstance(m, dict):
+        raise TaskError(f"{folder / 'task.json'}: missing object {key!r}")
+    for req in ("modality", "manifest"):
+        if not m.get(req):
+            raise TaskError(f"{folder / 'task.json'}: {key}.{req} is required")
+    root = Path(m.get("root", "."))
+    root = root if root.is_absolute() else (folder / root)
+    manifest = folder / m["manifest"]
+    samples = _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files)
+    name = m["modality"]
+    return Modality(
+        role=role,
+        name=name,
+        display_name=m.get("display_name", name.replace("_", " ")),
+        dataset=m.get("dataset", ""),
+        manifest=manifest,
+        root=root.resolve(),
+        samples=samples,
+    )
+
+
+def _require_split(mod: Modality, split: str, classes: list[str]) -> None:
+    rows = mod.split(split)
+    if not rows:
+        raise TaskError(f"{mod.manifest}: empty split: no rows with split={split!r} ({mod.role}-end, {mod.name})")
+    present = {s.label for s in rows}
+    absent = [c for i, c in enumerate(classes) if i not in present]
+    if split == "train" and absent:
+        raise TaskError(f"{mod.manifest}: class(es) {absent} have no {split!r} image ({mod.role}-end, {mod.name})")
+
+
+def load_task(folder: str | Path, check_files: bool = True) -> Task:
+    """Load and validate a task folder (task.json + manifests; descriptions are read lazily)."""
+    folder = Path(folder).expanduser().resolve()
+    tj = folder / "task.json"
+    if not tj.is_file():
+        raise TaskError(f"{folder}: not a task folder (task.json missing)")
+    try:
+        spec = json.loads(tj.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TaskError(f"{tj}: invalid JSON: {err}") from err
+    classes = spec.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise TaskError(f"{tj}: 'classes' must be a non-empty list of class keys")
+    if len(set(classes)) != len(classes):
+        raise TaskError(f"{tj}: duplicate class keys in 'classes'")
+    names = spec.get("classnames", {})
+    classnames = [names.get(c, c.replace("_", " ")) for c in classes]
+    high = _modality(folder, spec, "high", classes, check_files)
+    low = _modality(folder, spec, "low", classes, check_files)
+    if high.name == low.name:
+        raise TaskError(f"{tj}: high_end and low_end must have different modality names (both {high.name!r})")
+    _require_split(high, "train", classes)
+    _require_split(high, "test", classes)
+    _require_split(low, "test", classes)
+    desc = folder / spec.get("descriptions", "descriptions.json")
+    return Task(
+        name=spec.get("task", folder.name),
+        folder=folder,
+        classes=classes,
+        classnames=classnames,
+        high=high,
+        low=low,
+        descriptions_path=desc if desc.is_file() else None,
+        spec=spec,
+    )
+
+
+def resolve_task(task: str, data_root: str | Path | None = None) -> Path:
+    """A task argument is a task folder, or a task name prepared under ``data_root`` / ``$KMAT_DATA``."""
+    p = Path(task).expanduser()
+    if p.is_dir():
+        return p
+    root = data_root or os.environ.get("KMAT_DATA")
+    if root:
+        cand = Path(root).expanduser() / task
+        if (cand / "task.json").is_file():
+            return cand
+        raise TaskError(f"task {task!r} not found: {cand} has no task.json (prepare it first, or pass a task folder)")
+    raise TaskError(f"task {task!r} is not a folder; pass a task folder or set --data-root / KMAT_DATA")

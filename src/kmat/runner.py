@@ -1,0 +1,160 @@
+"""One run end to end: task -> few-shot subset -> frozen features -> method -> engine -> result.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kmat import __version__
+from kmat.backbone import Backbone, load_backbone
+from kmat.config import RunConfig, resolve_device
+from kmat.data.fewshot import sample_few_shot, write_subset
+from kmat.data.task import Task, load_task, resolve_task
+from kmat.engine import load_checkpoint, recipe_from, save_checkpoint, train
+from kmat.features import TrainFeatures, encode_samples
+from kmat.io import atomic_write_json
+from kmat.methods import get_method
+from kmat.methods.base import Method, MethodContext, resolve_config
+from kmat.metrics import classification_metrics, cross_modal_summary
+
+RESULT_FILE = "result.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    import open_clip
+    import ot
+    import transformers
+
+    return {"kmat": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "open_clip": open_clip.__version__, "transformers": transformers.__version__, "pot": ot.__version__}
+
+
+def build_method(cfg: RunConfig, task: Task, backbone: Backbone) -> Method:
+    cls = get_method(cfg.method)
+    mcfg = resolve_config(cls.Config, cfg.options)
+    ctx = MethodContext(backbone=backbone, task=task, min_descriptions=cfg.min_descriptions)
+    torch.manual_seed(cfg.seed)  # prompt initialisation depends on the seed only
+    return cls(ctx, mcfg)
+
+
+@torch.no_grad()
+def evaluate(method: Method, test: dict[str, tuple[torch.Tensor, torch.Tensor]], task: Task) -> dict:
+    """Metrics on the high-end test split (high-end prompts) and the low-end one (low-end prompts)."""
+    per_role = {}
+    for role, (feats, labels) in test.items():
+        logits = method.predict_logits(feats, role)
+        per_role[role] = classification_metrics(labels.numpy(), logits.argmax(dim=1).numpy(), task.num_classes)
+    return per_role
+
+
+def _result(cfg: RunConfig, task: Task, backbone: Backbone, method: Method, per_role: dict,
+            timing: dict, history: list[dict]) -> dict:
+    return {
+        "method": cfg.method,
+        "task": task.name,
+        "shots": cfg.shots,
+        "seed": cfg.seed,
+        "backbone": backbone.name,
+        "config": {**cfg.to_dict(), "method_config": dataclasses.asdict(method.cfg),
+                   "task_folder": str(task.folder), "classes": task.classes,
+                   "modalities": {"high": task.high.name, "low": task.low.name},
+                   "backbone_identity": backbone.identity()},
+        "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
+        "per_class": {role: dict(zip(task.classes, m["per_class_acc"], strict=True)) for role, m in per_role.items()},
+        "confusion": {role: m["confusion"] for role, m in per_role.items()},
+        "n_test": {role: m["n"] for role, m in per_role.items()},
+        "history": history,
+        "timing": timing,
+        "versions": versions(),
+    }
+
+
+def run(cfg: RunConfig, backbone: Backbone | None = None) -> dict:
+    """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it."""
+    cfg.validate()
+    t_start = time.perf_counter()
+    timing: dict[str, float] = {}
+    seed_everything(cfg.seed)
+    task = load_task(resolve_task(cfg.task, cfg.data_root))
+    device = resolve_device(cfg.device)
+    if backbone is None:
+        backbone = load_backbone(cfg.backbone, device=device)
+    else:
+        backbone.to(device)
+    timing["load_s"] = time.perf_counter() - t_start
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    method = build_method(cfg, task, backbone)
+    shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
+    write_subset(shots, task.classes, out / "fewshot_train.csv")
+    if task.high.split("val"):
+        val = sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
+        write_subset(val, task.classes, out / "fewshot_val.csv")
+    timing["setup_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
+                          batch_size=cfg.feature_batch_size, show_progress=cfg.show_progress)
+    history = train(method, feats, recipe_from(method.cfg), seed=cfg.seed, show_progress=cfg.show_progress)
+    timing["train_s"] = time.perf_counter() - t0
+    save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
+
+    t0 = time.perf_counter()
+    test = {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=cfg.feature_batch_size,
+                                 desc=f"{role}-end test images", show_progress=cfg.show_progress)
+            for role in ("high", "low")}
+    per_role = evaluate(method, test, task)
+    timing["eval_s"] = time.perf_counter() - t0
+    timing["total_s"] = time.perf_counter() - t_start
+    result = _result(cfg, task, backbone, method, per_role, timing, history)
+    atomic_write_json(out / RESULT_FILE, result)
+    return result
+
+
+def _checkpoint_config(cfg: RunConfig, method: Method) -> dict:
+    return {**cfg.to_dict(), "method_config": dataclasses.asdict(method.cfg)}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, backbone: Backbone | None = None,
+                        task: str | None = None, data_root: str | None = None) -> dict:
+    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block."""
+    state, saved = load_checkpoint(checkpoint)
+    if not saved:
+        raise ValueError(f"{checkpoint}: no run configuration in the checkpoint metadata")
+    method_config = saved.pop("method_config", {})
+    cfg = RunConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}})
+    cfg.options = {**method_config}
+    if task is not None:
+        cfg.task = task
+    if data_root is not None:
+        cfg.data_root = data_root
+    task_obj = load_task(resolve_task(cfg.task, cfg.data_root))
+    device = resolve_device(cfg.device)
+    backbone = backbone or load_backbone(cfg.backbone, device=device)
+    method = build_method(cfg, task_obj, backbone)
+    missing = set(method.learnable_state()) ^ set(state)
+    if missing:
+        raise ValueError(f"{checkpoint}: parameters do not match method {cfg.method!r}: {sorted(missing)}")
+    own = dict(method.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v.to(own[k].device))
+    test = {role: encode_samples(backbone, task_obj.modality(role).split("test"), batch_size=cfg.feature_batch_size,
+                                 show_progress=cfg.show_progress) for role in ("high", "low")}
+    per_role = evaluate(method, test, task_obj)
+    return cross_modal_summary(per_role["high"], per_role["low"])
