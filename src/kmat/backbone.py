@@ -281,7 +281,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         if name.startswith("hf-hub:"):
             raise BackboneError(_offline_help(name, err)) from err
         raise BackboneError(f"could not load backbone {name!r}: {err}") from err
-    if not hasattr(model, "text") or not hasattr(getattr(model, "text"), "transformer"):
+    if not hasattr(model, "text") or not hasattr(model.text, "transformer"):
         raise BackboneError(
             f"{name}: kmat needs a BiomedCLIP-family model with a Hugging Face (BERT-like) text tower"
         )

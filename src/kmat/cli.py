@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import warnings
+
     from kmat.errors import USER_ERRORS
+
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"kmat: warning: {msg}\n"
 
     try:
         return int(args.func(args) or 0)

@@ -33,6 +33,7 @@ def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) ->
         return sorted(rows, key=lambda s: (s.label, s.rel))
     namespace = f"{task.name}|{mod.dataset}|{mod.name}"
     out: list[Sample] = []
+    short: list[str] = []
     for ci, cname in enumerate(task.classes):
         groups: dict[str, list[Sample]] = defaultdict(list)
         for s in rows:
@@ -44,16 +45,18 @@ def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) ->
         perm = _rng(namespace, cname, seed).permutation(len(gids))
         order = [gids[i] for i in perm]
         if len(order) < k:
-            warnings.warn(
-                f"{task.name}/{mod.name}: class {cname!r} has {len(order)} group(s) in {split!r}, "
-                f"fewer than K={k}; sampling with repetition",
-                stacklevel=2,
-            )
+            short.append(f"{cname} ({len(order)})")
         picked = [order[i % len(order)] for i in range(k)]
         for gid in picked:
             members = sorted(groups[gid], key=lambda s: s.rel)
             j = int(_rng(namespace, cname, seed, gid).integers(len(members)))
             out.append(members[j])
+    if short:
+        warnings.warn(
+            f"{task.name}/{mod.name} {split}: fewer than K={k} groups for {', '.join(short)}; "
+            "those classes repeat their images cyclically",
+            stacklevel=2,
+        )
     return out
 
 

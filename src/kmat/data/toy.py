@@ -54,7 +54,7 @@ def render(cls: str, modality: str, rng: np.random.Generator, size: int = 48) ->
     return img.convert("RGB")
 
 
-def write_toy_task(folder: str | Path, n_train: int = 8, n_val: int = 2, n_test: int = 4,
+def write_toy_task(folder: str | Path, n_train: int = 8, n_val: int = 4, n_test: int = 4,
                    seed: int = 0, size: int = 48, n_descriptions: int = 6) -> Path:
     """Write the toy task (per class and modality: n_train/n_val/n_test images) and return its folder."""
     folder = Path(folder)

@@ -1,0 +1,65 @@
+import json
+import math
+
+import pytest
+import torch
+
+from kmat.config import RunConfig
+from kmat.engine import Recipe
+from kmat.runner import CHECKPOINT_FILE, RESULT_FILE, evaluate_checkpoint, run
+
+
+def _cfg(task, out, **opts):
+    return RunConfig(task=str(task), out=str(out), backbone="unused", shots=2, seed=1, device="cpu",
+                     show_progress=False, options={"epochs": 2, **opts})
+
+
+def test_recipe_warmup_then_cosine():
+    r = Recipe(epochs=5, batch_size=4, lr=0.002)
+    assert r.lr_at(0) == 1e-5
+    assert r.lr_at(1) == pytest.approx(0.002)
+    assert r.lr_at(3) == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    assert r.lr_at(4) < r.lr_at(3)
+
+
+def test_only_prompt_parameters_change(backbone, toy_task_master, tmp_path):
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    result = run(_cfg(toy_task_master, tmp_path / "r"), backbone=backbone)
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    from kmat.engine import load_checkpoint
+
+    state, _ = load_checkpoint(tmp_path / "r" / CHECKPOINT_FILE)
+    assert set(state) == {"prompt.shared", "prompt.modality_ctx", "prompt.class_ctx"}
+    torch.manual_seed(1)  # same init as the run: the learned prompts moved away from it
+    init_shared = torch.randn(4, backbone.embed_width) * 0.02
+    assert not torch.allclose(state["prompt.shared"], init_shared)
+    assert result["history"][-1]["lr"] == pytest.approx(0.0025)
+
+
+def test_same_seed_same_numbers(backbone, toy_task_master, tmp_path):
+    a = run(_cfg(toy_task_master, tmp_path / "a"), backbone=backbone)
+    b = run(_cfg(toy_task_master, tmp_path / "b"), backbone=backbone)
+    assert json.dumps(a["metrics"]) == json.dumps(b["metrics"])
+    assert [h["total"] for h in a["history"]] == [h["total"] for h in b["history"]]
+    ra = json.loads((tmp_path / "a" / RESULT_FILE).read_text())
+    assert json.dumps(ra["metrics"], sort_keys=True) == json.dumps(b["metrics"], sort_keys=True)
+
+
+def test_checkpoint_reloads_to_the_same_metrics(backbone, toy_task_master, tmp_path):
+    res = run(_cfg(toy_task_master, tmp_path / "r", epochs=3), backbone=backbone)
+    again = evaluate_checkpoint(tmp_path / "r" / CHECKPOINT_FILE, backbone=backbone)
+    assert again == res["metrics"]
+
+
+def test_result_file_has_the_contract_keys(backbone, toy_task_master, tmp_path):
+    res = run(_cfg(toy_task_master, tmp_path / "r", epochs=1), backbone=backbone)
+    on_disk = json.loads((tmp_path / "r" / RESULT_FILE).read_text())
+    assert on_disk == json.loads(json.dumps(res))
+    for k in ("method", "task", "shots", "seed", "backbone", "config", "metrics", "per_class", "timing", "versions"):
+        assert k in on_disk
+    for role in ("high", "low", "h"):
+        assert set(on_disk["metrics"][role]) == {"acc", "macro_f1"}
+        assert all(0 <= v <= 100 for v in on_disk["metrics"][role].values())
+    assert set(on_disk["per_class"]["low"]) == {"normal", "benign", "malignant"}
+    assert (tmp_path / "r" / "fewshot_train.csv").is_file()

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from kmat.data.task import TaskError, load_task
+from kmat.methods import available_methods, get_method
+from kmat.methods.base import MethodContext, resolve_config
+from kmat.methods.kmat import KMaTConfig, anchor_loss
+from kmat.ot import fgw_loss
+
+
+def _method(backbone, task, **kw):
+    cls = get_method("kmat")
+    torch.manual_seed(0)
+    return cls(MethodContext(backbone, task), resolve_config(cls.Config, kw))
+
+
+def test_registered():
+    assert "kmat" in available_methods()
+    with pytest.raises(KeyError, match="unknown method"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="no option"):
+        resolve_config(KMaTConfig, {"lamda_fgw": 1.0})
+
+
+def test_anchor_loss_formula():
+    t = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [1.0, 0.0]]])
+    p = torch.tensor([[[0.0, 1.0], [0.0, 1.0]], [[0.6, 0.8], [0.0, 1.0]]])
+    d = torch.tensor([2**0.5, 0.0, 0.0, 2**0.5])
+    assert anchor_loss(t, p).item() == pytest.approx(d.mean().item(), abs=1e-5)
+    assert anchor_loss(t, p, squared=True).item() == pytest.approx((d**2).mean().item(), abs=1e-6)
+
+
+def test_total_loss_is_sum_of_its_terms(backbone, loaded_toy_task):
+    m = _method(backbone, loaded_toy_task, lambda_anchor=0.5, lambda_fgw=2.0)
+    feats = torch.nn.functional.normalize(torch.randn(4, backbone.output_dim), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0])
+    total, terms = m.loss(feats, labels)
+    t = m.prompt()
+    ce = torch.nn.functional.cross_entropy(backbone.logit_scale * feats @ t[0].T, labels)
+    anc = anchor_loss(t, m.ctx.prototypes())
+    fgw = fgw_loss(t[0], t[1])
+    assert terms["ce"] == pytest.approx(ce.item(), rel=1e-5)
+    assert terms["anchor"] == pytest.approx(anc.item(), rel=1e-5)
+    assert terms["fgw"] == pytest.approx(fgw.item(), rel=1e-5)
+    assert total.item() == pytest.approx(ce.item() + 0.5 * anc.item() + 2.0 * fgw.item(), rel=1e-5)
+
+
+def test_switches_remove_their_terms(backbone, loaded_toy_task):
+    feats = torch.nn.functional.normalize(torch.randn(3, backbone.output_dim), dim=-1)
+    labels = torch.tensor([0, 1, 2])
+    _, terms = _method(backbone, loaded_toy_task, anchor=False, fgw=False).loss(feats, labels)
+    assert set(terms) == {"ce", "total"}
+    _, terms = _method(backbone, loaded_toy_task, lambda_fgw=0.0).loss(feats, labels)
+    assert set(terms) == {"ce", "anchor", "total"}
+
+
+def test_ce_does_not_touch_low_end_context_but_fgw_does(backbone, loaded_toy_task):
+    feats = torch.nn.functional.normalize(torch.randn(3, backbone.output_dim), dim=-1)
+    labels = torch.tensor([0, 1, 2])
+    m = _method(backbone, loaded_toy_task, anchor=False, fgw=False)
+    m.loss(feats, labels)[0].backward()
+    assert torch.count_nonzero(m.prompt.modality_ctx.grad[1]) == 0
+    assert torch.count_nonzero(m.prompt.class_ctx.grad[1]) == 0
+    m = _method(backbone, loaded_toy_task, anchor=False, fgw=True)
+    m.loss(feats, labels)[0].backward()
+    assert torch.count_nonzero(m.prompt.class_ctx.grad[1]) > 0
+
+
+def test_missing_descriptions_error_only_when_anchor_on(backbone, toy_task):
+    (toy_task / "descriptions.json").unlink()
+    task = load_task(toy_task)
+    with pytest.raises(TaskError, match="descriptions"):
+        _method(backbone, task)
+    _method(backbone, task, lambda_anchor=0.0)  # fine without descriptions
