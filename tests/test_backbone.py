@@ -95,3 +95,17 @@ def test_bad_specs(tmp_path):
         load_backbone("not-a-model")
     with pytest.raises(BackboneError, match="open_clip_config.json"):
         load_backbone(f"local-dir:{tmp_path}")
+
+
+def test_unreachable_hub_endpoint_fails_fast_without_offline_flag(monkeypatch):
+    """No HF_HUB_OFFLINE: the reachability probe (loopback port that refuses) switches to the cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-kmat-test-cache")
+    t0 = time.perf_counter()
+    with pytest.raises(BackboneError, match="local-dir:"):
+        load_backbone("hf-hub:example-org/not-cached-model")
+    assert time.perf_counter() - t0 < 30

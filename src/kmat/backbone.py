@@ -72,6 +72,45 @@ def _offline_help(name: str, err: BaseException) -> str:
     )
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return False
+        url = urlparse(constants.ENDPOINT)
+    except Exception:  # noqa: BLE001 - no hub library: nothing to reach
+        return False
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Use only the local Hugging Face cache (no network retries) for the duration."""
+    from huggingface_hub import constants
+
+    old, old_env = constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
+
+
 def _pin_eval(model: nn.Module) -> None:
     """Keep ``model`` and all its sub-modules in eval mode whatever ``.train()`` is called with."""
     model.eval()
@@ -272,11 +311,12 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         checkpoint = _find_checkpoint_in_dir(folder)
         if checkpoint is None:
             raise BackboneError(f"{folder}: no weights file (*.safetensors, *.bin, *.pth) found")
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    # Without a reachable hub, load from the local cache only: fail in seconds, not after retries.
+    offline = name.startswith("hf-hub:") and not _hub_reachable()
     try:
-        model, _, _ = open_clip.create_model_and_transforms(name, device=device, **kwargs)
-        tokenizer = open_clip.get_tokenizer(name)
+        with _hub_offline() if offline else contextlib.nullcontext():
+            model, _, _ = open_clip.create_model_and_transforms(name, device=device, **kwargs)
+            tokenizer = open_clip.get_tokenizer(name)
     except (OSError, RuntimeError, ValueError, ConnectionError) as err:
         if name.startswith("hf-hub:"):
             raise BackboneError(_offline_help(name, err)) from err
