@@ -1,0 +1,71 @@
+"""CoCoOp (Zhou et al., CVPR 2022) on BiomedCLIP (METHODS.md, "CoCoOp").
+
+A meta-net ``Linear(D -> D/16) -> ReLU -> Linear(D/16 -> width)`` maps the normalised image
+feature ``f`` to a shift ``pi(f)`` added to every context vector, so each image has its own C
+prompts: ``t_c(f) = norm(g([CLS] V_1+pi(f) .. V_n+pi(f) {classname}. [SEP]))``. All B x C prompts
+of a batch go through the text tower in one pass. Loss ``CE(s * f . t(f), y)``. At test time the
+same per-image prompts classify both modalities. A zeroed meta-net is exactly CoOp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from kmat.methods import register
+from kmat.methods.base import MethodContext, cross_entropy
+from kmat.methods.coop import SharedPromptMethod
+
+
+@dataclass
+class CoCoOpConfig:
+    epochs: int = 10
+    batch_size: int = 1
+    lr: float = 0.001
+    n_ctx: int = 4
+    init_words: str | None = "a photo of a"
+    template: str = "{classname}."
+    init_std: float = 0.02
+    meta_hidden: int | None = None  # default: output dim // 16 (512 -> 32)
+    eval_batch_size: int = 32  # images per text pass at test time
+    logit_scale: float | None = None
+
+
+@register
+class CoCoOp(SharedPromptMethod):
+    name = "cocoop"
+    Config = CoCoOpConfig
+
+    def __init__(self, ctx: MethodContext, cfg: CoCoOpConfig) -> None:
+        super().__init__(ctx, cfg)
+        d, width = ctx.backbone.output_dim, ctx.backbone.embed_width
+        hidden = cfg.meta_hidden or max(1, d // 16)
+        self.meta_net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, width)).to(ctx.backbone.device)
+
+    def image_logits(self, feats: Tensor) -> Tensor:
+        """``z[b, c] = s * f_b . t_c(f_b)`` with per-image prompts (one text pass for B x C prompts)."""
+        feats = feats.to(self.backbone.device)
+        t = self.prompt(ctx_shift=self.meta_net(feats))  # (B, C, D)
+        return self.logit_scale * torch.einsum("bd,bcd->bc", feats, t)
+
+    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """``L = CE(s * f . t(f), y)``."""
+        loss = cross_entropy(self.image_logits(feats), labels)
+        return loss, {"ce": float(loss.detach()), "total": float(loss.detach())}
+
+    def logits(self, feats: Tensor, role: str) -> Tensor:
+        return self.image_logits(feats)
+
+    @torch.no_grad()
+    def predict_logits(self, feats: Tensor, role: str, batch_size: int | None = None) -> Tensor:
+        bs = batch_size or self.cfg.eval_batch_size
+        chunks = [self.image_logits(feats[i : i + bs]).cpu() for i in range(0, len(feats), bs)]
+        return torch.cat(chunks) if chunks else torch.empty(0, len(self.ctx.classnames))
+
+    @torch.no_grad()
+    def class_embeddings(self) -> dict[str, Tensor]:
+        """The image-independent part (meta-net shift 0), for figures only."""
+        t = self.prompt()
+        return {"high": t, "low": t}

@@ -1,0 +1,61 @@
+"""CoOp (Zhou et al., IJCV 2022) on BiomedCLIP (METHODS.md, "CoOp").
+
+Prompt ``[CLS] V_1..V_4 {classname}. [SEP]`` with one context shared by all classes, initialised
+from the word embeddings of "a photo of a". Loss ``L_CE = CE(s * f . t, y)``. The same prompts
+classify both modalities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from kmat.methods import register
+from kmat.methods.base import Method, MethodContext, cross_entropy
+from kmat.prompts import SharedContextPrompt
+
+
+@dataclass
+class CoOpConfig:
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 0.002
+    n_ctx: int = 4
+    init_words: str | None = "a photo of a"
+    template: str = "{classname}."
+    init_std: float = 0.02
+    logit_scale: float | None = None
+
+
+class SharedPromptMethod(Method):
+    """Base of the CoOp family: one shared context, the same prompts for both modalities."""
+
+    def __init__(self, ctx: MethodContext, cfg) -> None:
+        super().__init__(ctx, cfg)
+        self.prompt = SharedContextPrompt(ctx.backbone, ctx.classnames, n_ctx=cfg.n_ctx,
+                                          init_words=cfg.init_words, template=cfg.template,
+                                          init_std=cfg.init_std)
+
+    def ce_logits(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, t)``: logits ``s * f . t`` of a batch and the class embeddings ``t`` (C, D)."""
+        t = self.prompt()
+        return self.logit_scale * feats.to(t.device) @ t.T, t
+
+    @torch.no_grad()
+    def class_embeddings(self) -> dict[str, Tensor]:
+        t = self.prompt()
+        return {"high": t, "low": t}
+
+
+@register
+class CoOp(SharedPromptMethod):
+    name = "coop"
+    Config = CoOpConfig
+
+    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """``L = CE(s * f . t, y)``."""
+        z, _ = self.ce_logits(feats)
+        loss = cross_entropy(z, labels)
+        return loss, {"ce": float(loss.detach()), "total": float(loss.detach())}

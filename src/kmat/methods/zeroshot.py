@@ -1,0 +1,69 @@
+"""Zero-shot BiomedCLIP (METHODS.md, "Zero-shot BiomedCLIP"): nothing is learned.
+
+- ``zeroshot``: ``t_c = norm(encode_text("a photo of a {classname}."))``, the same for both modalities.
+- ``zeroshot_desc`` (choice, reported separately): ``t_c^m = norm(mean_k norm(g(d_{c,k}^m)))``, the
+  mean embedding of the class's descriptions written for the test modality m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from kmat.methods import register
+from kmat.methods.base import Method, MethodContext
+
+
+@dataclass
+class ZeroShotConfig:
+    template: str = "a photo of a {classname}."
+    epochs: int = 0
+    batch_size: int = 1
+    lr: float = 0.0
+    logit_scale: float | None = None
+
+
+@register
+class ZeroShot(Method):
+    name = "zeroshot"
+    Config = ZeroShotConfig
+    trains = False
+
+    def __init__(self, ctx: MethodContext, cfg: ZeroShotConfig) -> None:
+        super().__init__(ctx, cfg)
+        self._t = ctx.zeroshot_embeddings(cfg.template)
+
+    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        raise RuntimeError("zero-shot has nothing to train")
+
+    @torch.no_grad()
+    def class_embeddings(self) -> dict[str, Tensor]:
+        return {"high": self._t, "low": self._t}
+
+
+@dataclass
+class ZeroShotDescConfig:
+    epochs: int = 0
+    batch_size: int = 1
+    lr: float = 0.0
+    logit_scale: float | None = None
+
+
+@register
+class ZeroShotDescriptions(Method):
+    name = "zeroshot_desc"
+    Config = ZeroShotDescConfig
+    trains = False
+
+    def __init__(self, ctx: MethodContext, cfg: ZeroShotDescConfig) -> None:
+        super().__init__(ctx, cfg)
+        self._t = ctx.prototypes()
+
+    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        raise RuntimeError("zero-shot has nothing to train")
+
+    @torch.no_grad()
+    def class_embeddings(self) -> dict[str, Tensor]:
+        return {"high": self._t[0], "low": self._t[1]}

@@ -1,0 +1,147 @@
+"""Reference checks of every baseline on hand-made inputs (METHODS.md)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kmat.methods import available_methods, get_method
+from kmat.methods.base import MethodContext, resolve_config
+from kmat.methods.biomedcoop import kd_loss, prune_descriptions, sccm_loss
+
+
+def make(name, backbone, task, **kw):
+    cls = get_method(name)
+    torch.manual_seed(0)
+    return cls(MethodContext(backbone, task), resolve_config(cls.Config, kw))
+
+
+@pytest.fixture()
+def batch(backbone):
+    g = torch.Generator().manual_seed(3)
+    feats = F.normalize(torch.randn(5, backbone.output_dim, generator=g), dim=-1)
+    return feats, torch.tensor([0, 1, 2, 1, 0])
+
+
+def test_all_methods_registered():
+    assert {"zeroshot", "zeroshot_desc", "coop", "cocoop", "kgcoop", "biomedcoop", "kmat"} <= set(available_methods())
+
+
+def test_coop_from_a_photo_of_a_reproduces_zeroshot_logits(backbone, loaded_toy_task, batch):
+    feats, _ = batch
+    zs = make("zeroshot", backbone, loaded_toy_task)
+    coop = make("coop", backbone, loaded_toy_task)
+    with torch.no_grad():
+        assert torch.allclose(coop.logits(feats, "low"), zs.logits(feats, "low"), atol=1e-4)
+
+
+def test_coop_loss_is_cross_entropy(backbone, loaded_toy_task, batch):
+    feats, labels = batch
+    coop = make("coop", backbone, loaded_toy_task)
+    loss, _ = coop.loss(feats, labels)
+    t = coop.prompt()
+    ref = -F.log_softmax(backbone.logit_scale * feats @ t.T, dim=-1)[torch.arange(5), labels].mean()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_kgcoop_loss_and_w0_is_coop(backbone, loaded_toy_task, batch):
+    feats, labels = batch
+    kg = make("kgcoop", backbone, loaded_toy_task, W=8.0)
+    loss, terms = kg.loss(feats, labels)
+    t = kg.prompt()
+    t_zs = kg.ctx.zeroshot_embeddings()
+    ce = F.cross_entropy(backbone.logit_scale * feats @ t.T, labels)
+    expected = ce + 8.0 * (1 - F.cosine_similarity(t, t_zs, dim=-1).mean())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    kg0 = make("kgcoop", backbone, loaded_toy_task, W=0.0)
+    coop = make("coop", backbone, loaded_toy_task)
+    assert kg0.loss(feats, labels)[0].item() == pytest.approx(coop.loss(feats, labels)[0].item(), rel=1e-6)
+
+
+def test_cocoop_with_zeroed_meta_net_is_coop(backbone, loaded_toy_task, batch):
+    feats, labels = batch
+    cc = make("cocoop", backbone, loaded_toy_task)
+    coop = make("coop", backbone, loaded_toy_task)
+    with torch.no_grad():
+        for p in cc.meta_net.parameters():
+            p.zero_()
+        assert torch.allclose(cc.predict_logits(feats, "high"), coop.predict_logits(feats, "high"), atol=1e-4)
+    assert cc.loss(feats, labels)[0].item() == pytest.approx(coop.loss(feats, labels)[0].item(), rel=1e-4)
+
+
+def test_cocoop_prompts_depend_on_the_image(backbone, loaded_toy_task, batch):
+    feats, _ = batch
+    cc = make("cocoop", backbone, loaded_toy_task, meta_hidden=8)
+    with torch.no_grad():
+        one_by_one = torch.cat([cc.image_logits(feats[i : i + 1]) for i in range(5)])
+        batched = cc.image_logits(feats)
+        t = cc.prompt(ctx_shift=cc.meta_net(feats))
+    assert torch.allclose(one_by_one, batched, atol=1e-5)
+    assert (t[0] - t[1]).abs().max() > 0
+
+
+def test_biomedcoop_pruning_is_the_zscore_rule():
+    # bank of C=2 classes x K=5 descriptions in 2-D; S_k computed by hand
+    bank = torch.tensor([[[1.0, 0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.95, 0.05]],
+                         [[0, 1.0], [0.1, 0.9], [0.2, 0.8], [0.0, 1.0], [0.05, 0.95]]])
+    feats = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
+    sims = torch.einsum("bd,ckd->bck", feats, bank)
+    S = sims.max(dim=1).values.mean(dim=0)
+    z = (S - S.mean()).abs() / S.std(unbiased=True)
+    for tau in (0.5, 1.0, 1.5):
+        assert torch.equal(prune_descriptions(feats, bank, 1.0, tau), z <= tau)
+    assert prune_descriptions(feats, bank, 1.0, 0.5).sum() < 5  # the rule does prune here
+
+
+def test_biomedcoop_loss_equals_formula(backbone, loaded_toy_task, batch):
+    feats, labels = batch
+    m = make("biomedcoop", backbone, loaded_toy_task, lambda_S=0.7, lambda_K=1.3, tau=1.0)
+    assert m.text_dropout
+    loss, terms = m.loss(feats, labels)
+    t = m.prompt()
+    s = backbone.logit_scale
+    z = s * feats @ t.T
+    T = m.bank
+    keep = prune_descriptions(feats, T, s, 1.0)
+    t_hat = F.normalize(T[:, keep].mean(1), dim=-1)
+    t_bar = F.normalize(T.mean(1), dim=-1)
+    zt = s * feats @ t_hat.T
+    kl = (F.softmax(zt, -1) * (F.log_softmax(zt, -1) - F.log_softmax(z, -1))).sum() / (5 * 3)
+    expected = F.cross_entropy(z, labels) + 0.7 * ((t - t_bar) ** 2).mean() + 1.3 * kl
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert sccm_loss(t_bar, t_bar).item() == 0 and kd_loss(z, z).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_per_task_overrides_apply_and_user_options_win(backbone, loaded_toy_task, tmp_path):
+    from kmat.config import RunConfig
+    from kmat.runner import build_method
+
+    task = loaded_toy_task
+    task_name = task.name
+    try:
+        task.name = "breast"
+        m = build_method(RunConfig(task="x", out=str(tmp_path), method="biomedcoop"), task, backbone)
+        assert (m.cfg.lambda_S, m.cfg.lambda_K, m.cfg.tau) == (0.75, 0.75, 1.5)
+        cfg = RunConfig(task="x", out=str(tmp_path), method="kgcoop")
+        assert build_method(cfg, task, backbone).cfg.W == 10.0
+        cfg.options = {"W": 3.0}
+        assert build_method(cfg, task, backbone).cfg.W == 3.0
+    finally:
+        task.name = task_name
+
+
+ABLATION = [  # (csc, msc, anchor, fgw)
+    (False, False, False, False), (True, False, False, False), (True, True, False, False),
+    (True, True, False, True), (True, True, True, False), (False, True, True, True),
+    (True, False, True, True), (True, True, True, True),
+]
+
+
+@pytest.mark.parametrize("csc,msc,anchor,fgw", ABLATION)
+def test_kmat_ablation_switches(backbone, loaded_toy_task, batch, csc, msc, anchor, fgw):
+    feats, labels = batch
+    m = make("kmat", backbone, loaded_toy_task, csc=csc, msc=msc, anchor=anchor, fgw=fgw)
+    params = {n for n, p in m.named_parameters() if p.requires_grad}
+    expected = {"prompt.shared"} | ({"prompt.modality_ctx"} if msc else set()) | ({"prompt.class_ctx"} if csc else set())
+    assert params == expected
+    _, terms = m.loss(feats, labels)
+    assert ("anchor" in terms) == anchor and ("fgw" in terms) == fgw
