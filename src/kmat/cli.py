@@ -85,6 +85,64 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_tables(out: Path, tables: tuple[int, ...], std: bool, compare_paper: bool, figures: bool = True) -> None:
+    from kmat.results import aggregate, build_tables, collect
+
+    texts = build_tables(out, std=std, compare_paper=compare_paper, tables=tables)
+    for name, text in texts.items():
+        print()
+        print(text.rstrip())
+        print(f"(written to {out / (name + '.md')})")
+    print(f"per-run results: {out / 'results.csv'}")
+    if figures:
+        try:
+            from kmat.plots import make_figures
+
+            paths = make_figures(out, aggregate(collect(out)))
+        except RuntimeError as err:
+            print(f"figures skipped: {err}")
+        else:
+            if paths:
+                print(f"figures: {out / 'figures'} ({len(paths)} files)")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from kmat.experiments import PAPER_TASKS, TABLE2_METHODS, table2_grid, table3_grid
+    from kmat.reproduce import resolve_tasks, run_grid
+
+    out = Path(args.out)
+    tasks = resolve_tasks(args.tasks or PAPER_TASKS, args.data_root)
+    options = {"epochs": args.epochs} if args.epochs is not None else {}
+    if args.table == 2:
+        methods = args.methods or [m for m, _ in TABLE2_METHODS]
+        specs = table2_grid(tasks, methods, args.seeds, args.shots, options)
+    else:
+        specs = table3_grid(tasks, args.seeds, args.shots, options)
+    print(f"kmat reproduce --table {args.table}: {len(specs)} run(s) "
+          f"({len(tasks)} task(s) x {len(specs) // max(1, len(tasks) * len(args.seeds))} configuration(s) "
+          f"x {len(args.seeds)} seed(s)), backbone {args.backbone}, output {out}")
+    report = run_grid(specs, out, args.backbone, data_root=args.data_root, device=args.device,
+                      dry_run=args.dry_run, show_progress=not args.quiet)
+    if args.dry_run:
+        print(f"{len(report.pending)} pending, {len(report.skipped)} done")
+        return 0
+    _write_tables(out, (args.table,), args.std, args.compare_paper, figures=not args.no_figures)
+    if report.failed:
+        print(f"\n{len(report.failed)} run(s) failed (details in their error.json):", file=sys.stderr)
+        for name, err in report.failed:
+            print(f"  {name}: {err.splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    if not (out / "runs").is_dir():
+        raise FileNotFoundError(f"{out}: no runs/ folder (is this a kmat reproduce output folder?)")
+    _write_tables(out, tuple(args.table or (2, 3)), args.std, args.compare_paper, figures=not args.no_figures)
+    return 0
+
+
 def cmd_backbone(args: argparse.Namespace) -> int:
     from kmat.tinymodel import write_tiny_biomedclip
 
@@ -148,6 +206,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("reproduce", help="run the paper's Table 2 or Table 3 grid and write the tables",
+                       description="Run every method x task x seed (Table 2) or the eight K-MaT ablation "
+                                   "rows (Table 3). Finished runs are skipped, so an interrupted grid resumes; "
+                                   "a failed run is recorded in its error.json and the grid goes on. Writes "
+                                   "OUT/runs/<task>/<method>/seed<S>/result.json, OUT/table2.md or table3.md, "
+                                   "OUT/results.csv and OUT/figures/.")
+    p.add_argument("--table", type=int, choices=[2, 3], required=True)
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="task names (under --data-root) or task folders (default: skin1 skin2 chest breast)")
+    p.add_argument("--methods", nargs="+", default=None, help="Table 2 methods (default: all six)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--backbone", default="biomedclip")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--epochs", type=int, default=None, help="override every method's epochs (smoke runs)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="kmat-results")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
+    p.add_argument("--std", action="store_true", help="add ± std over seeds to the table cells")
+    p.add_argument("--compare-paper", action="store_true", help="print the paper's published numbers too")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("table", help="rebuild the tables, results.csv and figures from the runs in DIR",
+                       description="Rebuild OUT/table2.md, table3.md, results.csv and figures from whatever "
+                                   "result.json files exist under DIR/runs.")
+    p.add_argument("dir")
+    p.add_argument("--table", type=int, choices=[2, 3], nargs="+", default=None)
+    p.add_argument("--std", action="store_true")
+    p.add_argument("--compare-paper", action="store_true")
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=cmd_table)
+
     p = sub.add_parser("backbone", help="write a random-weight BiomedCLIP-shaped model folder (tests, benchmarks)",
                        description="Write an open_clip model folder with BiomedCLIP's layout and random weights, "
                                    "loadable with --backbone local-dir:OUT.")
@@ -184,7 +276,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from kmat.errors import USER_ERRORS
 
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"kmat: warning: {msg}\n"
+    seen: set[str] = set()
+
+    def _show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text not in seen:  # each distinct warning once per command
+            seen.add(text)
+            print(f"kmat: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = _show
 
     try:
         return int(args.func(args) or 0)

@@ -18,6 +18,36 @@ from kmat.data.task import Sample
 from kmat.progress import progress
 
 
+class FeatureStore:
+    """In-memory store of encoded image features shared by the runs of one process.
+
+    Keyed by everything that changes a feature: backbone identity, preprocessing (size, mean,
+    std), the image file (path, size, modification time), and the view (``None`` = test transform;
+    else view index, image key and seed of the random crop).
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[tuple, Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(backbone: Backbone, s: Sample, view: int | None, seed: int) -> tuple:
+        st = s.path.stat()
+        prep = (backbone.image_size, tuple(backbone.mean), tuple(backbone.std))
+        v = None if view is None else (view, s.rel, seed)
+        return (backbone.identity(), prep, str(s.path), st.st_size, st.st_mtime_ns, v)
+
+    def get(self, key: tuple) -> Tensor | None:
+        return self._data.get(key)
+
+    def put(self, key: tuple, feat: Tensor) -> None:
+        self._data[key] = feat
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 @torch.no_grad()
 def encode_samples(
     backbone: Backbone,
@@ -27,33 +57,57 @@ def encode_samples(
     batch_size: int = 64,
     desc: str | None = None,
     show_progress: bool = True,
+    store: FeatureStore | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Features (N, D) and labels (N,) of ``samples``.
 
     ``view=None`` uses the test transform; ``view=e`` the seeded random-resized-crop view ``e``.
+    Features found in ``store`` are reused; the others are encoded in batches and stored.
     """
     size, mean, std = backbone.image_size, backbone.mean, backbone.std
-    feats: list[Tensor] = []
+    out: list[Tensor | None] = [None] * len(samples)
+    keys: list[tuple | None] = [None] * len(samples)
+    todo: list[int] = []
+    for i, s in enumerate(samples):
+        if store is not None:
+            keys[i] = store.key(backbone, s, view, seed)
+            out[i] = store.get(keys[i])
+            if out[i] is not None:
+                store.hits += 1
+                continue
+            store.misses += 1
+        todo.append(i)
+    bar = progress(total=len(todo), desc=desc or "encoding images", unit="img",
+                   disable=not show_progress or not todo)
+
+    def flush(idx: list[int], batch: list[Tensor]) -> None:
+        feats = backbone.encode_images(torch.stack(batch)).cpu()
+        for j, f in zip(idx, feats, strict=True):
+            out[j] = f
+            if store is not None:
+                store.put(keys[j], f)
+        bar.update(len(batch))
+
+    idx: list[int] = []
     batch: list[Tensor] = []
-    bar = progress(total=len(samples), desc=desc or "encoding images", unit="img", disable=not show_progress)
-    for s in samples:
+    for i in todo:
+        s = samples[i]
         img = load_image(s.path)
         if view is None:
             batch.append(test_transform(img, size, mean, std))
         else:
             batch.append(train_transform(img, size, mean, std, key=s.rel, view=view, seed=seed))
+        idx.append(i)
         if len(batch) == batch_size:
-            feats.append(backbone.encode_images(torch.stack(batch)).cpu())
-            bar.update(len(batch))
-            batch = []
+            flush(idx, batch)
+            idx, batch = [], []
     if batch:
-        feats.append(backbone.encode_images(torch.stack(batch)).cpu())
-        bar.update(len(batch))
+        flush(idx, batch)
     bar.close()
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-    if not feats:
+    if not samples:
         return torch.empty(0, backbone.output_dim), labels
-    return torch.cat(feats), labels
+    return torch.stack(out), labels  # type: ignore[arg-type]
 
 
 class TrainFeatures:
@@ -64,13 +118,14 @@ class TrainFeatures:
     """
 
     def __init__(self, backbone: Backbone, samples: Sequence[Sample], seed: int, augment: bool = True,
-                 batch_size: int = 64, show_progress: bool = True) -> None:
+                 batch_size: int = 64, show_progress: bool = True, store: FeatureStore | None = None) -> None:
         self.backbone = backbone
         self.samples = list(samples)
         self.seed = seed
         self.augment = augment
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.store = store
         self._cache: dict[int, tuple[Tensor, Tensor]] = {}
 
     def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
@@ -81,6 +136,6 @@ class TrainFeatures:
             self._cache[key] = encode_samples(
                 self.backbone, self.samples, view=view, seed=self.seed, batch_size=self.batch_size,
                 desc=f"train view {epoch}" if view is not None else "train images",
-                show_progress=self.show_progress,
+                show_progress=self.show_progress, store=self.store,
             )
         return self._cache[key]

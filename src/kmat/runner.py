@@ -17,7 +17,7 @@ from kmat.config import RunConfig, resolve_device
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, recipe_from, save_checkpoint, train
-from kmat.features import TrainFeatures, encode_samples
+from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.io import atomic_write_json
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext, resolve_config
@@ -25,6 +25,17 @@ from kmat.metrics import classification_metrics, cross_modal_summary
 
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+EMBEDDINGS_FILE = "class_embeddings.safetensors"
+
+
+def save_embeddings(method: Method, path: Path) -> None:
+    """The final class embeddings per modality role (for figures), written atomically."""
+    from safetensors.torch import save_file
+
+    emb = {role: t.detach().float().cpu().clone().contiguous() for role, t in method.class_embeddings().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(emb, str(tmp))
+    tmp.replace(path)
 
 
 def seed_everything(seed: int) -> None:
@@ -82,7 +93,7 @@ def _result(cfg: RunConfig, task: Task, backbone: Backbone, method: Method, per_
     }
 
 
-def run(cfg: RunConfig, backbone: Backbone | None = None) -> dict:
+def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | None = None) -> dict:
     """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it."""
     cfg.validate()
     t_start = time.perf_counter()
@@ -109,16 +120,18 @@ def run(cfg: RunConfig, backbone: Backbone | None = None) -> dict:
 
     t0 = time.perf_counter()
     feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
-                          batch_size=cfg.feature_batch_size, show_progress=cfg.show_progress)
+                          batch_size=cfg.feature_batch_size, show_progress=cfg.show_progress, store=store)
     history = train(method, feats, recipe_from(method.cfg), seed=cfg.seed, show_progress=cfg.show_progress)
     timing["train_s"] = time.perf_counter() - t0
     save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
 
     t0 = time.perf_counter()
     test = {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=cfg.feature_batch_size,
-                                 desc=f"{role}-end test images", show_progress=cfg.show_progress)
+                                 desc=f"{role}-end test images", show_progress=cfg.show_progress,
+                                 store=store)
             for role in ("high", "low")}
     per_role = evaluate(method, test, task)
+    save_embeddings(method, out / EMBEDDINGS_FILE)
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
     result = _result(cfg, task, backbone, method, per_role, timing, history)

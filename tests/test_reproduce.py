@@ -1,0 +1,143 @@
+"""kmat reproduce / kmat table: grids, resumption, failures, and tables from result files."""
+
+import json
+
+import pytest
+
+import kmat.reproduce as reproduce_mod
+from kmat.cli import main
+from kmat.experiments import ABLATION_ROWS
+from kmat.results import aggregate, collect, table2_markdown
+
+
+def _reproduce(tiny_model_dir, task, out, *extra):
+    return main(["reproduce", "--backbone", f"local-dir:{tiny_model_dir}", "--tasks", str(task), "--seeds", "1", "2",
+                 "--epochs", "1", "--device", "cpu", "--quiet", "--no-figures", "--out", str(out), *extra])
+
+
+def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    out = tmp_path / "rep"
+    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "BiomedCLIP" in printed and "K-MaT" in printed
+    for m in ("zeroshot", "kmat"):
+        for s in (1, 2):
+            assert (out / "runs" / "toy" / m / f"seed{s}" / "result.json").is_file()
+    for f in ("table2.md", "results.csv"):
+        assert (out / f).is_file()
+    table = (out / "table2.md").read_text()
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 5
+    mtime = (out / "runs" / "toy" / "kmat" / "seed1" / "result.json").stat().st_mtime_ns
+    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat")
+    assert code == 0 and "4 already done" in capsys.readouterr().out
+    assert (out / "runs" / "toy" / "kmat" / "seed1" / "result.json").stat().st_mtime_ns == mtime
+    assert (out / "table2.md").read_text() == table
+    assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
+    assert (out / "table2.md").read_text() == table
+
+
+def test_interrupted_grid_resumes(tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rep"
+    real_run = reproduce_mod.run
+    calls = {"n": 0}
+
+    def dying_run(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the user kills the grid during its second run
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(reproduce_mod, "run", dying_run)
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat") == 130
+    assert (out / "runs/toy/kmat/seed1/result.json").is_file()
+    assert not (out / "runs/toy/kmat/seed2/result.json").exists()
+    monkeypatch.setattr(reproduce_mod, "run", real_run)
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat") == 0
+    text = capsys.readouterr().out
+    assert "1 run(s) finished, 1 already done" in text
+    assert (out / "runs/toy/kmat/seed2/result.json").is_file()
+
+
+def test_failed_run_is_recorded_and_the_grid_goes_on(tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rep"
+    real_run = reproduce_mod.run
+
+    def flaky(cfg, **k):
+        if cfg.seed == 1:
+            raise ValueError("boom on seed 1")
+        return real_run(cfg, **k)
+
+    monkeypatch.setattr(reproduce_mod, "run", flaky)
+    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat")
+    assert code == 1
+    err = json.loads((out / "runs/toy/kmat/seed1/error.json").read_text())
+    assert "boom on seed 1" in err["error"] and "Traceback" in err["traceback"]
+    assert (out / "runs/toy/kmat/seed2/result.json").is_file()
+    assert "boom on seed 1" in capsys.readouterr().err
+
+
+def test_dry_run_lists_without_running(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "3", "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert sum(1 for line in text.splitlines() if "] pending" in line) == 16
+    assert "16 pending, 0 done" in text and not (out / "runs").exists()
+
+
+def test_table3_prints_eight_rows_with_relative_improvement(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    out = tmp_path / "rep"
+    code = main(["reproduce", "--table", "3", "--backbone", f"local-dir:{tiny_model_dir}", "--tasks",
+                 str(toy_task_master), "--seeds", "1", "--epochs", "1", "--device", "cpu", "--quiet",
+                 "--no-figures", "--out", str(out), "--compare-paper"])
+    assert code == 0
+    table = (out / "table3.md").read_text()
+    ours = table.split("Published")[0]
+    rows = [line for line in ours.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 8 and "Rel. Impr." in table
+    assert rows[0].rstrip(" |").endswith("0.00 | 0.00")
+    assert "| 8 | ✓ | ✓ | ✓ | ✓ | 54.80 | 49.34 | 39.25 | 29.92 | 44.13 | 36.23 | 10.10 | 13.75 |" in table
+    assert {lab for lab, *_ in ABLATION_ROWS} == {p.name for p in (out / "runs" / "toy").iterdir()}
+
+
+def _fake_result(out, task, label, seed, hi, lo, classes=("a", "b")):
+    d = out / "runs" / task / label / f"seed{seed}"
+    d.mkdir(parents=True)
+    h = {k: 2 * hi[k] * lo[k] / (hi[k] + lo[k]) for k in hi}
+    res = {"method": label, "task": task, "seed": seed, "shots": 16, "backbone": "x",
+           "metrics": {"high": hi, "low": lo, "h": h}, "per_class": {"low": {c: lo["acc"] for c in classes}}}
+    (d / "result.json").write_text(json.dumps(res))
+
+
+def test_tables_are_computed_from_result_files(tmp_path):
+    out = tmp_path
+    _fake_result(out, "skin1", "coop", 1, {"acc": 60.0, "macro_f1": 50.0}, {"acc": 20.0, "macro_f1": 10.0})
+    _fake_result(out, "skin1", "coop", 2, {"acc": 70.0, "macro_f1": 40.0}, {"acc": 40.0, "macro_f1": 30.0})
+    _fake_result(out, "skin1", "kmat", 1, {"acc": 50.0, "macro_f1": 46.0}, {"acc": 50.0, "macro_f1": 45.0})
+    _fake_result(out, "breast", "coop", 1, {"acc": 80.0, "macro_f1": 80.0}, {"acc": 20.0, "macro_f1": 20.0})
+    _fake_result(out, "breast", "kmat", 1, {"acc": 70.0, "macro_f1": 60.0}, {"acc": 40.0, "macro_f1": 30.0})
+    agg = aggregate(collect(out))
+    assert agg[("skin1", "coop")]["high_acc"][:2] == pytest.approx((65.0, 7.0710678))
+    # H is computed per seed, then averaged: mean(2*60*20/80, 2*70*40/110) = mean(30, 50.909)
+    assert agg[("skin1", "coop")]["h_acc"][0] == pytest.approx((30.0 + 5600 / 110) / 2)
+    table = table2_markdown(agg)
+    lines = table.splitlines()
+    assert lines[0] == "| Dataset | | CoOp | K-MaT |"
+    assert lines[2] == "| Skin I | Hi | **65.0** (45.0) | 50.0 (**46.0**) |"
+    assert lines[5].startswith("| Breast | Hi | **80.0** (**80.0**) | 70.0 (60.0) |")
+    avg_hi = [line for line in lines if line.startswith("| Avg. | Hi")][0]
+    assert avg_hi == "| Avg. | Hi | **72.5** (**62.5**) | 60.0 (53.0) |"
+
+
+def test_figures_and_paper_table(tmp_path):
+    from kmat.plots import make_figures
+    from kmat.results import paper_table2_markdown
+
+    _fake_result(tmp_path, "skin1", "coop", 1, {"acc": 60.0, "macro_f1": 50.0}, {"acc": 20.0, "macro_f1": 10.0})
+    _fake_result(tmp_path, "skin1", "kmat", 1, {"acc": 50.0, "macro_f1": 46.0}, {"acc": 50.0, "macro_f1": 45.0})
+    paths = make_figures(tmp_path, aggregate(collect(tmp_path)))
+    assert [p.name for p in paths] == ["per_class_low_skin1.png"]
+    assert paths[0].stat().st_size > 1000
+    paper = paper_table2_markdown(["skin1", "skin2", "chest", "breast"])
+    assert "| Skin I | Hi | 34.6 (24.2) | 55.5 (42.3) | 56.6 (41.6) | 44.6 (32.0) | **58.3** (39.3) | 56.8 (**43.1**) |" in paper
+    assert "|  | H | 31.7 (24.1) | 38.3 (30.5) | 38.0 (30.0) | 36.2 (31.1) | 42.0 (35.0) | **44.1** (**36.2**) |" in paper
