@@ -12,6 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("KMAT_PROGRESS", "0")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Caches go to a temporary folder, never to the user's ~/.cache/kmat."""
+    os.environ["KMAT_CACHE"] = str(tmp_path_factory.mktemp("kmat_cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from kmat.tinymodel import write_tiny_biomedclip

@@ -442,3 +442,33 @@ def test_retry_after_parsing():
 def test_truncated_pretty_printed_array_is_salvaged():
     text = f'[\n  "{GOOD_A}",\n  "{GOOD_B}",\n  "An unfinished sent'
     assert parse_sentences(text)[:2] == [GOOD_A, GOOD_B]
+
+
+def test_kmat_describe_command(llm, toy_task, tmp_path, capsys, monkeypatch):
+    """`kmat describe --task FOLDER` against the local server writes a loadable descriptions file."""
+    from kmat.cli import main
+    from kmat.data.task import load_task
+    from kmat.descriptions import load_descriptions
+
+    monkeypatch.setenv("KMAT_LLM_API_KEY", KEY)
+    out = toy_task / "descriptions.json"
+    out.unlink()
+    code = main(["describe", "--task", str(toy_task), "--model", "test-model", "--base-url", llm.base_url,
+                 "--n", "4", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    data = load_descriptions(load_task(toy_task), min_count=4)
+    assert set(data) == {"hiscan", "loscan"} and all(len(v) == 4 for b in data.values() for v in b.values())
+    assert llm.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
+    assert main(["describe", "--show", str(toy_task), "--limit", "1"]) == 0
+    assert "[loscan / malignant] 4 descriptions" in capsys.readouterr().out
+
+
+def test_kmat_describe_unreachable_endpoint(toy_task, tmp_path, capsys):
+    from kmat.cli import main
+
+    code = main(["describe", "--task", str(toy_task), "--model", "m", "--base-url",
+                 f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "0", "--out", str(tmp_path / "d.json"),
+                 "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Connection refused" in err or "connection" in err.lower()

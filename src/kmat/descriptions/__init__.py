@@ -53,7 +53,10 @@ def validate_descriptions(
 
 def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, list[str]]]:
     """Descriptions of a task: its folder's ``descriptions.json``, else the shipped file of its name."""
-    path = task.descriptions_path or shipped_path(task.name)
+    path = task.descriptions_path
+    if path is None:
+        path = shipped_path(task.name)
+        min_count = max(min_count, MIN_DESCRIPTIONS) if path is not None else min_count
     if path is None:
         raise TaskError(
             f"{task.folder}: no descriptions.json (and none shipped for task {task.name!r}); the anchor "
