@@ -122,7 +122,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
         raise FileNotFoundError(f"{path}: checkpoint not found")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    return load_file(str(path)), json.loads(meta.get("config", "{}"))
+    state = {k: v.clone() for k, v in load_file(str(path)).items()}  # not tied to the mapped file
+    return state, json.loads(meta.get("config", "{}"))
 
 
 def recipe_from(cfg: object) -> Recipe:

@@ -27,21 +27,109 @@ class ImageError(ValueError):
     """An image file could not be read."""
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as 8-bit RGB (grayscale, RGBA, palette and 16-bit images are converted)."""
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16S", "I;16BS", "I;16LS", "I;16N", "I", "F")
+
+
+def _scale_to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Linear map of [lo, hi] (default: the array's min and max) to 0..255, clipped."""
+    arr = np.asarray(arr, dtype=np.float64)
+    lo = float(arr.min()) if lo is None else lo
+    hi = float(arr.max()) if hi is None else hi
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return np.clip((arr - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _first(value: object) -> float:
+    """The first value of a (possibly multi-valued) DICOM number."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = list(value)[0]  # type: ignore[arg-type]
+    return float(value)  # type: ignore[arg-type]
+
+
+def load_dicom(path: str | Path) -> Image.Image:
+    """Read a DICOM file (optional ``pydicom``) as 8-bit RGB.
+
+    Grayscale: rescale slope/intercept, then the file's first VOI window (``WindowCenter`` /
+    ``WindowWidth``) mapped linearly to 0..255, or min-max when the file has no window;
+    ``MONOCHROME1`` is inverted. Colour images are min-max scaled when deeper than 8 bits. Only the
+    first frame of a multi-frame file is used.
+    """
     path = Path(path)
+    try:
+        import pydicom
+    except ImportError as err:
+        raise ImageError(f"{path}: reading DICOM needs pydicom (pip install 'kmat[dicom]')") from err
+    if not path.is_file():
+        raise ImageError(f"{path}: image file not found")
+    try:
+        ds = pydicom.dcmread(str(path))
+        arr = np.asarray(ds.pixel_array)
+    except Exception as err:  # pydicom raises many types for unreadable or compressed data
+        raise ImageError(f"{path}: unreadable or corrupt DICOM ({type(err).__name__}: {err})") from err
+    samples = int(getattr(ds, "SamplesPerPixel", 1))
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        arr = arr[0]
+    if samples == 3:
+        rgb = arr if arr.dtype == np.uint8 else _scale_to_uint8(arr)
+        return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    data = arr.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(
+        getattr(ds, "RescaleIntercept", 0) or 0)
+    center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
+    if center is not None and width is not None and _first(width) > 0:
+        c, w = _first(center), _first(width)
+        gray = _scale_to_uint8(data, c - w / 2.0, c + w / 2.0)
+    else:
+        gray = _scale_to_uint8(data)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        gray = 255 - gray
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in _HIGH_DEPTH_MODES:
+        return Image.fromarray(_scale_to_uint8(np.asarray(im)), mode="L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif im.mode == "La":
+        im = im.convert("LA")
+    # alpha is dropped, colour kept (DMID's TIFFs are RGBA with an opaque alpha channel)
+    return im.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as 8-bit RGB.
+
+    JPEG, PNG, TIFF and anything else Pillow reads; grayscale, palette and alpha images are
+    converted (alpha dropped); 16-bit and float images are min-max scaled to 8 bits; DICOM
+    (``.dcm``/``.dicom`` or the ``DICM`` magic) is read with the optional ``pydicom``
+    (:func:`load_dicom`). An unreadable file raises :class:`ImageError` naming the file.
+    """
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return load_dicom(path)
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-                im = Image.fromarray(arr.astype(np.uint8))
-            return im.convert("RGB")
+            return _to_rgb(im)
     except FileNotFoundError as err:
         raise ImageError(f"{path}: image file not found") from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UnidentifiedImageError as err:
+        if _has_dicom_magic(path):
+            return load_dicom(path)
+        raise ImageError(f"{path}: unreadable or corrupt image ({err})") from err
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{path}: unreadable or corrupt image ({err})") from err
 
 

@@ -41,7 +41,7 @@ def description_prototypes(backbone: Backbone, task: Task, descriptions: dict[st
     path = cache_dir("prototypes") / f"{key}.safetensors" if use_cache else None
     if path is not None and path.is_file():
         try:
-            proto = load_file(str(path))["prototypes"]
+            proto = load_file(str(path))["prototypes"].clone()  # detach from the mapped file
             if proto.shape[:2] == (2, len(task.classes)):
                 return proto.to(backbone.device)
         except (SafetensorError, OSError, KeyError) as err:
