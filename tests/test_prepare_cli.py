@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from fake_raw import make_busi, make_cc_ccii, make_chestxray, make_derm7pt, make_dmid, make_midas
 
+from fake_raw import make_busi, make_cc_ccii, make_chestxray, make_derm7pt, make_dmid, make_midas
 from kmat.cli import main
 
 TASKS = {
