@@ -19,7 +19,14 @@ SHIPPED = {
                                            "seborrheic_keratosis"]),
     "breast": (["mammography", "ultrasound"], ["normal", "benign", "malignant"]),
     "chest": (["ct", "xray"], ["covid19", "common_pneumonia", "normal"]),
+    "synthmed": (["synth_mammo", "synth_sono"], ["normal", "benign", "malignant"]),
 }
+
+
+def test_shipped_synthmed_descriptions_match_the_generator():
+    from kmat.data.synthmed import descriptions
+
+    assert json.loads(shipped_path("synthmed").read_text()) == descriptions()
 
 
 @pytest.mark.parametrize("task", sorted(SHIPPED))

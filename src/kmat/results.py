@@ -163,6 +163,20 @@ def table3_markdown(agg: dict, compare_paper: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ablation_rows_common_seeds(rows: list[dict]) -> tuple[list[dict], dict[str, list[int]]]:
+    """Rows of the ablation labels, restricted per task to the seeds that every row has run
+    (so that row 8, shared with Table 2, is not averaged over more seeds than the others)."""
+    labels = [r[0] for r in ABLATION_ROWS]
+    by_task: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        if r["label"] in labels:
+            by_task[r["task"]][r["label"]].add(r["seed"])
+    common = {t: sorted(set.intersection(*(d[lab] for lab in labels))) for t, d in by_task.items()
+              if all(lab in d for lab in labels)}
+    keep = [r for r in rows if r["label"] in labels and r["seed"] in common.get(r["task"], [])]
+    return keep, common
+
+
 def build_tables(out: str | Path, std: bool = False, compare_paper: bool = False,
                  tables: tuple[int, ...] = (2, 3)) -> dict[str, str]:
     """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts."""
@@ -179,7 +193,11 @@ def build_tables(out: str | Path, std: bool = False, compare_paper: bool = False
         atomic_write_bytes(out / "table2.md", text.encode())
         texts["table2"] = text
     if 3 in tables:
-        text = "# Table 3: ablation, mean over tasks and seeds\n\n" + table3_markdown(agg, compare_paper)
+        rows3, seeds = ablation_rows_common_seeds(rows)
+        note = ", ".join(f"{TASK_DISPLAY.get(t, t)}: seeds {' '.join(map(str, s))}" for t, s in sorted(seeds.items()))
+        text = ("# Table 3: ablation, mean over tasks and seeds\n\n"
+                + (f"Seeds used (those every ablation row has): {note}\n\n" if note else "")
+                + table3_markdown(aggregate(rows3), compare_paper))
         atomic_write_bytes(out / "table3.md", text.encode())
         texts["table3"] = text
     return texts

@@ -77,6 +77,13 @@ ARCHS = {
         24,
         64,
     ),
+    "demo": (
+        {"image_size": 48, "patch_size": 8, "width": 64, "layers": 4, "head_width": 32, "mlp_ratio": 2.0},
+        {"hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 3, "intermediate_size": 192,
+         "max_position_embeddings": 128},
+        64,
+        64,
+    ),
     "reduced": (
         {"timm_model_name": "vit_small_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
          "timm_proj": "linear", "image_size": 224},
