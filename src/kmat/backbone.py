@@ -133,6 +133,7 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     checkpoint: str | None = None
+    precision: str = "fp32"  # "bf16": autocast the frozen towers to bfloat16 (GPU)
     _identity: str | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ properties
@@ -214,6 +215,18 @@ class Backbone:
         finally:
             nn.Module.train(self.text, False)
 
+    def autocast(self):
+        """bfloat16 autocast of the frozen towers when ``precision == "bf16"``; a no-op otherwise."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def set_precision(self, precision: str) -> Backbone:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
+        return self
+
     def to(self, device: str | torch.device) -> Backbone:
         self.model.to(device)
         return self
@@ -223,7 +236,9 @@ class Backbone:
     def encode_images(self, images: Tensor) -> Tensor:
         """L2-normalised image features ``f`` of a batch of preprocessed images (B, 3, H, W)."""
         images = images.to(self.device, dtype=self.dtype)
-        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+        with self.autocast():
+            feats = self.model.encode_image(images)
+        return F.normalize(feats.float(), dim=-1)
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: Sequence[str]) -> Tensor:
@@ -243,7 +258,8 @@ class Backbone:
     def encode_text(self, ids: Tensor, normalize: bool = True) -> Tensor:
         """Text features of token ids (the frozen tower's own path: ``model.encode_text``)."""
         ids = self.cut_padding(ids).to(self.device)
-        feats = self.model.encode_text(ids).float()
+        with self.autocast():
+            feats = self.model.encode_text(ids).float()
         return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.no_grad()
@@ -268,9 +284,10 @@ class Backbone:
                 f"prompt of {embeds.shape[1]} tokens exceeds the backbone's context length {self.context_length}"
             )
         mask = attention_mask.to(self.device).long()
-        out = self.text.transformer(inputs_embeds=embeds.to(self.dtype), attention_mask=mask)
-        pooled = self.text.pooler(out, mask)
-        feats = self.text.proj(pooled).float()
+        with self.autocast():
+            out = self.text.transformer(inputs_embeds=embeds.to(self.dtype), attention_mask=mask)
+            pooled = self.text.pooler(out, mask)
+            feats = self.text.proj(pooled).float()
         return F.normalize(feats, dim=-1) if normalize else feats
 
 

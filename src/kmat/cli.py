@@ -30,6 +30,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the few-shot subset, init and order (default 1)")
     p.add_argument("--out", required=True, help="output folder of the run")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default, for fidelity) or bf16 autocast of the frozen towers (GPU)")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="do not read or write the on-disk image-feature cache ($KMAT_CACHE/features)")
     g = p.add_argument_group("training recipe (default: the method's published settings)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)
@@ -64,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = RunConfig(task=args.task, out=args.out, method=args.method, data_root=args.data_root,
                     backbone=args.backbone, shots=args.shots, seed=args.seed, device=args.device,
-                    augment=not args.no_augment, show_progress=not args.quiet, options=_options(args))
+                    precision=args.precision, feature_cache=not args.no_feature_cache, augment=not args.no_augment, show_progress=not args.quiet, options=_options(args))
     result = run(cfg)
     _print_metrics(result["metrics"], f"{result['method']} on {result['task']} "
                                       f"({result['shots']} shots, seed {result['seed']}):")
@@ -122,7 +126,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
           f"({len(tasks)} task(s) x {len(specs) // max(1, len(tasks) * len(args.seeds))} configuration(s) "
           f"x {len(args.seeds)} seed(s)), backbone {args.backbone}, output {out}")
     report = run_grid(specs, out, args.backbone, data_root=args.data_root, device=args.device,
-                      dry_run=args.dry_run, show_progress=not args.quiet)
+                      dry_run=args.dry_run, show_progress=not args.quiet, precision=args.precision,
+                      feature_cache=not args.no_feature_cache)
     if args.dry_run:
         print(f"{len(report.pending)} pending, {len(report.skipped)} done")
         return 0
@@ -315,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--epochs", type=int, default=None, help="override every method's epochs (smoke runs)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast frozen towers (GPU)")
+    p.add_argument("--no-feature-cache", action="store_true", help="do not use the on-disk image-feature cache")
     p.add_argument("--out", default="kmat-results")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
     p.add_argument("--std", action="store_true", help="add ± std over seeds to the table cells")

@@ -27,6 +27,8 @@ class RunConfig:
     shots: int = 16
     seed: int = 1
     device: str = "auto"
+    precision: str = "fp32"
+    feature_cache: bool = True
     augment: bool = True
     feature_batch_size: int = 64
     min_descriptions: int = 1
@@ -36,6 +38,8 @@ class RunConfig:
     def validate(self) -> RunConfig:
         if self.shots < 0:
             raise ValueError(f"--shots must be >= 0 (0 = all training images), got {self.shots}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.feature_batch_size < 1:
             raise ValueError("feature batch size must be >= 1")
         for k in ("epochs",):

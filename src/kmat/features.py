@@ -3,11 +3,26 @@
 Training images are encoded one augmented *view* per epoch (view ``e`` seeded by image, ``e`` and
 seed, see :mod:`kmat.data.images`), test images once with the test transform. Everything runs in
 large no-grad batches; methods only ever see feature tensors.
+
+Two caches, both keyed by everything that changes a feature (backbone identity = name + weights
+hash, preprocessing and precision, each image's *content* hash, and the view: ``None`` for the
+test transform, else view index, image key and seed of the random crop), never by a dataset name:
+
+- :class:`FeatureStore` keeps features in memory for the runs of one process (a grid);
+- with ``disk=True`` it also keeps each requested list of features as one safetensors file under
+  ``$KMAT_CACHE/features/``: a test split is encoded once per backbone and reused by every method,
+  seed and shot count; view ``e`` of a few-shot subset is encoded once and reused by every method
+  and hyper-parameter setting at the same (task, K, seed). Files are written atomically; an
+  unreadable or inconsistent file is deleted and rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -17,26 +32,82 @@ from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
 from kmat.progress import progress
 
+log = logging.getLogger(__name__)
+_CONTENT_HASHES: dict[tuple, str] = {}
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file's bytes (memoised per path, size and modification time)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _CONTENT_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _CONTENT_HASHES[key] = h.hexdigest()
+    return _CONTENT_HASHES[key]
+
+
+def preprocessing_key(backbone: Backbone) -> tuple:
+    return (backbone.image_size, tuple(backbone.mean), tuple(backbone.std), backbone.precision, "bicubic-v1")
+
 
 class FeatureStore:
-    """In-memory store of encoded image features shared by the runs of one process.
+    """Feature cache shared by runs: in memory, and on disk when ``disk`` is true (see module doc)."""
 
-    Keyed by everything that changes a feature: backbone identity, preprocessing (size, mean,
-    std), the image file (path, size, modification time), and the view (``None`` = test transform;
-    else view index, image key and seed of the random crop).
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, disk: bool = False, root: str | Path | None = None) -> None:
         self._data: dict[tuple, Tensor] = {}
+        self.disk = disk
+        self._root = Path(root) if root is not None else None
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0
 
     @staticmethod
     def key(backbone: Backbone, s: Sample, view: int | None, seed: int) -> tuple:
-        st = s.path.stat()
-        prep = (backbone.image_size, tuple(backbone.mean), tuple(backbone.std))
         v = None if view is None else (view, s.rel, seed)
-        return (backbone.identity(), prep, str(s.path), st.st_size, st.st_mtime_ns, v)
+        return (backbone.identity(), preprocessing_key(backbone), content_hash(s.path), v)
+
+    # ------------------------------------------------------------------ disk layer
+    def root(self) -> Path:
+        if self._root is None:
+            from kmat.cache import cache_dir
+
+            self._root = cache_dir("features")
+        self._root.mkdir(parents=True, exist_ok=True)
+        return self._root
+
+    def list_path(self, keys: list[tuple]) -> Path:
+        digest = hashlib.sha256(json.dumps([list(map(str, k)) for k in keys]).encode()).hexdigest()
+        ident = hashlib.sha256(str(keys[0][0]).encode()).hexdigest()[:12] if keys else "empty"
+        return self.root() / ident / f"{digest[:32]}.safetensors"
+
+    def load_list(self, path: Path, n: int, meta: dict) -> Tensor | None:
+        from safetensors import SafetensorError, safe_open
+
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                saved = fh.metadata() or {}
+                feats = fh.get_tensor("features").clone()
+            if feats.ndim != 2 or feats.shape[0] != n or not torch.isfinite(feats).all() \
+                    or json.loads(saved.get("meta", "{}")) != meta:
+                raise ValueError(f"inconsistent entry (shape {tuple(feats.shape)}, want {n} rows)")
+            return feats
+        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+            log.warning("feature cache entry %s is invalid (%s); rebuilding it", path, err)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save_list(self, path: Path, feats: Tensor, meta: dict) -> None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{id(feats)}.tmp")
+        save_file({"features": feats.contiguous()}, str(tmp), metadata={"meta": json.dumps(meta)})
+        tmp.replace(path)
 
     def get(self, key: tuple) -> Tensor | None:
         return self._data.get(key)
@@ -65,13 +136,26 @@ def encode_samples(
     Features found in ``store`` are reused; the others are encoded in batches and stored.
     """
     size, mean, std = backbone.image_size, backbone.mean, backbone.std
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
     out: list[Tensor | None] = [None] * len(samples)
     keys: list[tuple | None] = [None] * len(samples)
+    disk_path, meta = None, {}
+    if store is not None:
+        keys = [store.key(backbone, s, view, seed) for s in samples]
+        if store.disk and samples:
+            disk_path = store.list_path(keys)  # type: ignore[arg-type]
+            meta = {"backbone": backbone.identity(), "prep": list(map(str, preprocessing_key(backbone))),
+                    "view": view, "seed": seed if view is not None else None, "n": len(samples)}
+            feats = store.load_list(disk_path, len(samples), meta)
+            if feats is not None:
+                store.disk_hits += 1
+                for k, f in zip(keys, feats, strict=True):
+                    store.put(k, f)  # type: ignore[arg-type]
+                return feats, labels
     todo: list[int] = []
     for i, s in enumerate(samples):
         if store is not None:
-            keys[i] = store.key(backbone, s, view, seed)
-            out[i] = store.get(keys[i])
+            out[i] = store.get(keys[i])  # type: ignore[arg-type]
             if out[i] is not None:
                 store.hits += 1
                 continue
@@ -104,10 +188,12 @@ def encode_samples(
     if batch:
         flush(idx, batch)
     bar.close()
-    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
     if not samples:
         return torch.empty(0, backbone.output_dim), labels
-    return torch.stack(out), labels  # type: ignore[arg-type]
+    feats = torch.stack(out)  # type: ignore[arg-type]
+    if disk_path is not None and todo:
+        store.save_list(disk_path, feats, meta)  # type: ignore[union-attr]
+    return feats, labels
 
 
 class TrainFeatures:

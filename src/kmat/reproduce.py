@@ -57,10 +57,11 @@ def is_done(run_dir: Path, spec: RunSpec, backbone_spec: str) -> bool:
 
 def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_root: str | None = None,
              device: str = "auto", dry_run: bool = False, show_progress: bool = True,
-             backbone: Backbone | None = None, log=print) -> GridReport:
+             backbone: Backbone | None = None, log=print, precision: str = "fp32",
+             feature_cache: bool = True) -> GridReport:
     """Run every spec not already done; never stops on a failed run (BackboneError aside)."""
     report = GridReport()
-    store = FeatureStore()
+    store = FeatureStore(disk=feature_cache)
     n = len(specs)
     t_grid = time.perf_counter()
     for i, spec in enumerate(specs, start=1):
@@ -81,7 +82,8 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
         t0 = time.perf_counter()
         cfg = RunConfig(task=spec.task_arg, out=str(run_dir), method=spec.method, data_root=data_root,
                         backbone=backbone_spec, shots=spec.shots, seed=spec.seed, device=device,
-                        show_progress=show_progress, options=dict(spec.options))
+                        precision=precision, feature_cache=feature_cache, show_progress=show_progress,
+                        options=dict(spec.options))
         try:
             res = run(cfg, backbone=backbone, store=store)
         except (BackboneError, KeyboardInterrupt):

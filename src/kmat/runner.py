@@ -105,6 +105,9 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
         backbone = load_backbone(cfg.backbone, device=device)
     else:
         backbone.to(device)
+    backbone.set_precision(cfg.precision)
+    if store is None:
+        store = FeatureStore(disk=cfg.feature_cache)
     timing["load_s"] = time.perf_counter() - t_start
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

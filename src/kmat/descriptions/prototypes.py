@@ -37,7 +37,7 @@ def description_prototypes(backbone: Backbone, task: Task, descriptions: dict[st
     from safetensors.torch import load_file, save_file
 
     blocks = [[descriptions[mod.name][c] for c in task.classes] for mod in (task.high, task.low)]
-    key = f"{content_hash(backbone.identity())}_{content_hash(blocks)}"
+    key = f"{content_hash([backbone.identity(), backbone.precision])}_{content_hash(blocks)}"
     path = cache_dir("prototypes") / f"{key}.safetensors" if use_cache else None
     if path is not None and path.is_file():
         try:
