@@ -153,7 +153,7 @@ def encode_samples(
                     store.put(k, f)  # type: ignore[arg-type]
                 return feats, labels
     todo: list[int] = []
-    for i, s in enumerate(samples):
+    for i in range(len(samples)):
         if store is not None:
             out[i] = store.get(keys[i])  # type: ignore[arg-type]
             if out[i] is not None:
