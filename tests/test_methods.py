@@ -116,9 +116,9 @@ def test_per_task_overrides_apply_and_user_options_win(backbone, loaded_toy_task
     from kmat.runner import build_method
 
     task = loaded_toy_task
-    task_name = task.name
+    dataset = task.high.dataset
     try:
-        task.name = "breast"
+        task.high.dataset = "busi"  # the published overrides are for training on BUSI
         m = build_method(RunConfig(task="x", out=str(tmp_path), method="biomedcoop"), task, backbone)
         assert (m.cfg.lambda_S, m.cfg.lambda_K, m.cfg.tau) == (0.75, 0.75, 1.5)
         cfg = RunConfig(task="x", out=str(tmp_path), method="kgcoop")
@@ -126,7 +126,7 @@ def test_per_task_overrides_apply_and_user_options_win(backbone, loaded_toy_task
         cfg.options = {"W": 3.0}
         assert build_method(cfg, task, backbone).cfg.W == 3.0
     finally:
-        task.name = task_name
+        task.high.dataset = dataset
 
 
 ABLATION = [  # (csc, msc, anchor, fgw)
@@ -145,3 +145,9 @@ def test_kmat_ablation_switches(backbone, loaded_toy_task, batch, csc, msc, anch
     assert params == expected
     _, terms = m.loss(feats, labels)
     assert ("anchor" in terms) == anchor and ("fgw" in terms) == fgw
+
+
+def test_biomedcoop_pruning_never_empties_the_bank():
+    bank = torch.nn.functional.normalize(torch.randn(2, 6, 4), dim=-1)
+    feats = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
+    assert prune_descriptions(feats, bank, 1.0, 0.0).all()  # tau = 0 would keep nothing: keep all

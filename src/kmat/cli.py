@@ -244,6 +244,18 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kmat.bench import run_bench
+
+    result = run_bench(arch=args.arch, device=args.device, repeats=args.repeats, precision=args.precision,
+                       memory=not args.no_memory)
+    if args.json:
+        from kmat.io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+    return 0
+
+
 def cmd_backbone(args: argparse.Namespace) -> int:
     from kmat.tinymodel import write_tiny_biomedclip
 
@@ -399,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retries", type=int, default=5, help="retries per request, with back-off (default 5)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("bench", help="measure kmat's training step and run against a reference-style implementation",
+                       description="Speed and memory benchmark on a random-weight model with BiomedCLIP's layout "
+                                   "(see kmat.bench). Ends with 'speedup step=<x> run=<y> floor=<z>'.")
+    p.add_argument("--arch", choices=["reduced", "full"], default="reduced",
+                   help="reduced (default: ViT-S/16 + 6-layer BERT, a few minutes on a CPU) or full (BiomedCLIP's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--repeats", type=int, default=2, help="timed repetitions of each step (default 2)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    p.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("backbone", help="write a random-weight BiomedCLIP-shaped model folder (tests, benchmarks)",
                        description="Write an open_clip model folder with BiomedCLIP's layout and random weights, "

@@ -98,6 +98,7 @@ def fgw_loss(
     max_iter: int = 100,
     metric: Metric = "euclidean",
     return_coupling: bool = False,
+    outer_max_iter: int = 50,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """K-MaT's manifold-alignment loss ``L_FGW`` between high-end and low-end class embeddings.
 
@@ -113,6 +114,6 @@ def fgw_loss(
     M = pairwise_cost(x, y_low, metric)
     C1 = pairwise_cost(x, x, metric)
     C2 = pairwise_cost(y_low, y_low, metric)
-    T = fgw_coupling(M, C1, C2, alpha=alpha, epsilon=epsilon, max_iter=max_iter)
+    T = fgw_coupling(M, C1, C2, alpha=alpha, epsilon=epsilon, max_iter=max_iter, outer_max_iter=outer_max_iter)
     loss = fgw_objective(M, C1, C2, T, alpha)
     return (loss, T) if return_coupling else loss

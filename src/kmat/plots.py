@@ -37,7 +37,7 @@ def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
     w = 0.8 / len(labels)
     x = np.arange(len(classes))
     for j, lab in enumerate(labels):
-        vals = [agg[(task, lab)]["per_class_low"].get(c, 0.0) for c in classes]
+        vals = [agg[(task, lab)]["per_class_low"].get(c) or 0.0 for c in classes]
         ax.bar(x + (j - (len(labels) - 1) / 2) * w, vals, w, label=names.get(lab, lab))
     ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=15)
     ax.set_ylabel("low-end accuracy (%)")

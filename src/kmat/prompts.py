@@ -113,12 +113,12 @@ class FactorisedPrompt(nn.Module):
         n_mod, n_cls = len(modality_names), len(classnames)
         self.n_mod, self.n_cls, self.n_ctx = n_mod, n_cls, n_ctx
         self.csc, self.msc = csc, msc
-        dev = backbone.device
-        self.shared = nn.Parameter(torch.randn(n_ctx, width, device=dev) * init_std)
-        self.modality_ctx = nn.Parameter(torch.randn(n_mod, n_ctx, width, device=dev) * init_std) if msc else None
+        dev = backbone.device  # drawn on the CPU so that a seed gives the same init on every device
+        self.shared = nn.Parameter((torch.randn(n_ctx, width) * init_std).to(dev))
+        self.modality_ctx = nn.Parameter((torch.randn(n_mod, n_ctx, width) * init_std).to(dev)) if msc else None
         if csc:
             shape = (n_mod, n_cls, n_ctx, width) if msc else (n_cls, n_ctx, width)
-            self.class_ctx = nn.Parameter(torch.randn(*shape, device=dev) * init_std)
+            self.class_ctx = nn.Parameter((torch.randn(*shape) * init_std).to(dev))
         else:
             self.class_ctx = None
         suffixes = [template.format(classname=c, modality=m) for m in modality_names for c in classnames]

@@ -59,10 +59,10 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
             vals = [r[f"{role}_{m}"] for r in rs]
             cell[f"{role}_{m}"] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
         classes = rs[0]["per_class_low"].keys()
-        cell["per_class_low"] = {
-            c: statistics.fmean([r["per_class_low"][c] for r in rs if r["per_class_low"].get(c) is not None] or [0.0])
-            for c in classes
-        }
+        cell["per_class_low"] = {}
+        for c in classes:
+            vals = [r["per_class_low"][c] for r in rs if r["per_class_low"].get(c) is not None]
+            cell["per_class_low"][c] = statistics.fmean(vals) if vals else None
         agg[key] = cell
     return agg
 
@@ -186,7 +186,8 @@ def build_tables(out: str | Path, std: bool = False, compare_paper: bool = False
     agg = aggregate(rows)
     texts: dict[str, str] = {}
     if 2 in tables:
-        text = "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n" + table2_markdown(agg, std)
+        text = "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n" + (
+            "± is the std over seeds (Avg.: the mean of the per-task stds)\n\n" if std else "") + table2_markdown(agg, std)
         if compare_paper:
             tasks = _task_order({t for t, _ in agg})
             text += "\n## Published (K-MaT paper, Table 2)\n\n" + paper_table2_markdown(tasks)

@@ -55,7 +55,8 @@ def versions() -> dict[str, str]:
 
 def build_method(cfg: RunConfig, task: Task, backbone: Backbone) -> Method:
     cls = get_method(cfg.method)
-    mcfg = resolve_config(cls.Config, {**cls.task_overrides.get(task.name, {}), **cfg.options})
+    published = {**cls.task_overrides.get(task.name, {}), **cls.task_overrides.get(task.high.dataset, {})}
+    mcfg = resolve_config(cls.Config, {**published, **cfg.options})
     ctx = MethodContext(backbone=backbone, task=task, min_descriptions=cfg.min_descriptions)
     torch.manual_seed(cfg.seed)  # prompt initialisation depends on the seed only
     return cls(ctx, mcfg)

@@ -40,6 +40,7 @@ def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) ->
             if s.label == ci:
                 groups[s.group_id].append(s)
         if not groups:
+            short.append(f"{cname} (0)")
             continue
         gids = sorted(groups)
         perm = _rng(namespace, cname, seed).permutation(len(gids))

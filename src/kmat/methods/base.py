@@ -65,7 +65,8 @@ class Method(nn.Module):
     Config: ClassVar[type] = object
     trains: ClassVar[bool] = True  # False: nothing to learn (zero-shot)
     text_dropout: ClassVar[bool] = False  # True: text tower dropout on while training
-    task_overrides: ClassVar[dict[str, dict[str, Any]]] = {}  # task name -> published per-task defaults
+    # published per-dataset defaults, keyed by the *training* (high-end) dataset or the task name
+    task_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, ctx: MethodContext, cfg: Any) -> None:
         super().__init__()

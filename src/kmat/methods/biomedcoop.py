@@ -48,7 +48,7 @@ def prune_descriptions(feats: Tensor, bank: Tensor, scale: float, tau: float) ->
     """Boolean mask (K,) of the descriptions kept by the z-score rule on this batch.
 
     ``S_k = mean_b max_c scale * f_b . T[c, k]``; keep ``|S_k - mean(S)| / std(S) <= tau``
-    (unbiased std; all kept when std is 0).
+    (unbiased std; all kept when std is 0 or when the rule would keep none).
     """
     with torch.no_grad():
         sims = scale * torch.einsum("bd,ckd->bck", feats, bank)  # (B, C, K)
@@ -56,7 +56,8 @@ def prune_descriptions(feats: Tensor, bank: Tensor, scale: float, tau: float) ->
         std = S.std(unbiased=True) if S.numel() > 1 else torch.zeros((), device=S.device)
         if not torch.isfinite(std) or std == 0:
             return torch.ones_like(S, dtype=torch.bool)
-        return (S - S.mean()).abs() / std <= tau
+        keep = (S - S.mean()).abs() / std <= tau
+        return keep if keep.any() else torch.ones_like(keep)  # tau < 1 can drop all: keep the bank
 
 
 def sccm_loss(t: Tensor, t_bar: Tensor) -> Tensor:
@@ -75,7 +76,7 @@ class BiomedCoOp(SharedPromptMethod):
     name = "biomedcoop"
     Config = BiomedCoOpConfig
     text_dropout = True
-    task_overrides = {"breast": {"lambda_S": 0.75, "lambda_K": 0.75, "tau": 1.5}}  # published BUSI config (choice)
+    task_overrides = {"busi": {"lambda_S": 0.75, "lambda_K": 0.75, "tau": 1.5}}  # published config when training on BUSI
 
     def __init__(self, ctx: MethodContext, cfg: BiomedCoOpConfig) -> None:
         super().__init__(ctx, cfg)

@@ -38,7 +38,7 @@ def kg_loss(t: Tensor, t_zs: Tensor) -> Tensor:
 class KgCoOp(SharedPromptMethod):
     name = "kgcoop"
     Config = KgCoOpConfig
-    task_overrides = {"breast": {"W": 10.0}}  # published BiomedCLIP config for BUSI (choice: breast task)
+    task_overrides = {"busi": {"W": 10.0}}  # published BiomedCLIP config when training on BUSI
 
     def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         """``L = CE + W * (1 - mean_c cos(t_c, t_c^zs))``."""

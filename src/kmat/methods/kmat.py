@@ -42,6 +42,7 @@ class KMaTConfig:
     alpha: float = 0.1
     epsilon: float = 0.1
     sinkhorn_max_iter: int = 100
+    fgw_outer_max_iter: int = 50  # projected-gradient iterations (converges in ~11)
     fgw_metric: str = "euclidean"
     template: str = "{classname} {modality}."
     init_std: float = 0.02
@@ -86,7 +87,8 @@ class KMaT(Method):
             terms["anchor"] = float(l_anchor.detach())
         if self.use_fgw:
             l_fgw = fgw_loss(t[0], t[1], alpha=self.cfg.alpha, epsilon=self.cfg.epsilon,
-                             max_iter=self.cfg.sinkhorn_max_iter, metric=self.cfg.fgw_metric)
+                             max_iter=self.cfg.sinkhorn_max_iter, metric=self.cfg.fgw_metric,
+                             outer_max_iter=self.cfg.fgw_outer_max_iter)
             total = total + self.cfg.lambda_fgw * l_fgw
             terms["fgw"] = float(l_fgw.detach())
         terms["total"] = float(total.detach())
