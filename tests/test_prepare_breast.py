@@ -58,6 +58,19 @@ def test_dmid_unknown_classification(tmp_path):
         prepare_dataset("dmid", raw["root"], tmp_path / "data")
 
 
+def test_dmid_ids_differing_in_case_are_one_image(tmp_path):
+    raw = make_dmid(tmp_path / "dmid")
+    import openpyxl
+
+    wb = openpyxl.load_workbook(raw["root"] / "Metadata.xlsx")
+    wb.active.append(["img013", "MLOLT", "F", "SPIC", "M", 1, 2, 3])  # a second lesion row of IMG013
+    wb.save(raw["root"] / "Metadata.xlsx")
+    prepare_dataset("dmid", raw["root"], tmp_path / "data")  # not an 'ambiguous' error
+    rows = read_manifest(tmp_path / "data" / "breast" / "dmid__mammography.csv")
+    by_id = {r["group_id"]: r for r in rows}
+    assert len(rows) == 30 and by_id["IMG013"]["label"] == "malignant"  # B + M rows -> max severity
+
+
 def test_dmid_wrong_folder(tmp_path):
     raw = make_busi(tmp_path / "busi")
     with pytest.raises(PrepareError, match=r"Metadata.xlsx not found.*DMID"):

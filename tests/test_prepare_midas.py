@@ -77,6 +77,12 @@ def test_custom_class_set(raw, tmp_path):
     assert task.classes == ["basal_cell_carcinoma", "melanoma", "melanocytic_nevus"]
 
 
+def test_class_order_as_comma_separated_string(raw, tmp_path):
+    order = CLASSES[::-1]
+    prepare_dataset("midas", raw["root"], tmp_path / "data", classes=",".join(order))
+    assert load_task(tmp_path / "data" / "skin1").classes == order
+
+
 def test_deterministic_and_seeded(raw, tmp_path):
     a = prepare_dataset("midas", raw["root"], tmp_path / "a").modalities[0].sha256
     b = prepare_dataset("midas", raw["root"], tmp_path / "b").modalities[0].sha256

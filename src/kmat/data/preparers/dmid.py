@@ -61,7 +61,7 @@ def read_table(meta: Path) -> tuple[dict[str, list[tuple[int, str]]], list[str]]
         image = cells[id_col] if id_col < len(cells) else ""
         if not ID_RE.match(image):
             continue
-        image = re.sub(r"\s+", "", image)
+        image = re.sub(r"\s+", "", image).upper()  # "Img012" and "IMG012 " are one image
         if image not in per_image:
             order.append(image)
         per_image[image].append((lineno, cells[cls_col] if cls_col < len(cells) else ""))

@@ -87,7 +87,10 @@ class MidasPreparer(Preparer):
         lmap = dict(opts["label_map"] or spec["high_end"]["label_map"])
         if opts["label_map"] or opts["classes"]:
             values = list(dict.fromkeys(lmap.values()))
-            classes = list(opts["classes"] or [c for c in spec["classes"] if c in values]
+            given = opts["classes"]
+            if isinstance(given, str):  # "a,b,c" (e.g. from --set classes=...)
+                given = [c.strip() for c in given.split(",") if c.strip()]
+            classes = list(given or [c for c in spec["classes"] if c in values]
                            + [v for v in values if v not in spec["classes"]])
             missing = sorted(set(values) - set(classes))
             if missing:
