@@ -1,0 +1,13 @@
+"""The benchmark's code path runs (on the tiny model) and ends with the documented line; no timing asserts."""
+
+import re
+
+from kmat.bench import run_bench
+
+
+def test_bench_runs_and_prints_the_speedup_line():
+    lines = []
+    result = run_bench(arch="tiny", device="cpu", repeats=1, memory=False, log=lines.append)
+    assert re.fullmatch(r"speedup step=[0-9.]+ run=[0-9.]+ floor=[0-9.]+", lines[-1])
+    assert result["steps"] == 1200 and result["views"] == 4800
+    assert result["prompt_tokens_cut"] < result["prompt_tokens_reference"]
