@@ -9,8 +9,9 @@ of the captions name the class (3 % are short
 "modality + class name" captions). The result is saved in open_clip ``local-dir`` format and loaded
 through the same code path as BiomedCLIP.
 
-Build it with ``kmat demo-backbone --out DIR`` (seeded, documented defaults); ``kmat demo`` builds
-it on first use into ``$KMAT_CACHE/demo_backbone-v1`` and reuses it afterwards.
+Build it with ``kmat demo-backbone --out DIR`` (seeded, documented defaults). The package ships the
+copy built with the defaults (``kmat/assets/demo_backbone``, 2-3 MB); without it, ``kmat demo``
+builds it on first use into ``$KMAT_CACHE/demo_backbone-v1`` and reuses it afterwards.
 """
 
 from __future__ import annotations
@@ -121,12 +122,27 @@ def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 30
     return folder
 
 
-def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
-    """The cached demo backbone, built on first use (about two minutes on a 2-core CPU).
+def shipped_demo_backbone() -> Path | None:
+    """The copy shipped in the package (built by ``kmat demo-backbone`` with :data:`DEFAULTS`)."""
+    from importlib import resources
 
-    ``overrides`` of :data:`DEFAULTS` (e.g. a tiny ``n_per_class`` for tests) get their own folder.
+    folder = Path(str(resources.files("kmat.assets") / "demo_backbone"))
+    info = folder / "kmat_demo_backbone.json"
+    if not info.is_file():
+        return None
+    meta = json.loads(info.read_text())
+    same = meta.get("version") == VERSION and all(meta.get(k) == v for k, v in DEFAULTS.items())
+    return folder if same and (folder / "open_clip_model.safetensors").is_file() else None
+
+
+def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
+    """The demo backbone: the shipped copy, else built on first use (about two minutes on a 2-core
+    CPU) and cached. ``overrides`` of :data:`DEFAULTS` (e.g. a tiny ``n_per_class`` for tests) are
+    built into their own cache folder.
     """
     params = {**DEFAULTS, **overrides}
+    if params == DEFAULTS and (shipped := shipped_demo_backbone()) is not None:
+        return shipped
     name = f"demo_backbone-{VERSION}" if params == DEFAULTS else f"demo_backbone-{VERSION}-{content_hash(params)}"
     folder = cache_dir() / name
     if not (folder / "kmat_demo_backbone.json").is_file():
