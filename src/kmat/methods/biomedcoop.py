@@ -25,23 +25,17 @@ from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import MethodContext, cross_entropy
-from kmat.methods.coop import SharedPromptMethod
+from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
 
 @dataclass
-class BiomedCoOpConfig:
-    epochs: int = 100
+class BiomedCoOpConfig(SharedPromptConfig):
     batch_size: int = 4
     lr: float = 0.0025
-    n_ctx: int = 4
-    init_words: str | None = "a photo of a"
-    template: str = "{classname}."
-    init_std: float = 0.02
     lambda_S: float = 1.0
     lambda_K: float = 1.0
     tau: float = 1.5
     n_descriptions: int = 50
-    logit_scale: float | None = None
 
 
 def prune_descriptions(feats: Tensor, bank: Tensor, scale: float, tau: float) -> Tensor:

@@ -16,21 +16,16 @@ from torch import Tensor, nn
 
 from kmat.methods import register
 from kmat.methods.base import MethodContext, cross_entropy
-from kmat.methods.coop import SharedPromptMethod
+from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
 
 @dataclass
-class CoCoOpConfig:
+class CoCoOpConfig(SharedPromptConfig):
     epochs: int = 10
     batch_size: int = 1
     lr: float = 0.001
-    n_ctx: int = 4
-    init_words: str | None = "a photo of a"
-    template: str = "{classname}."
-    init_std: float = 0.02
     meta_hidden: int | None = None  # default: output dim // 16 (512 -> 32)
     eval_batch_size: int = 32  # images per text pass at test time
-    logit_scale: float | None = None
 
 
 @register

@@ -18,7 +18,9 @@ from kmat.prompts import SharedContextPrompt
 
 
 @dataclass
-class CoOpConfig:
+class SharedPromptConfig:
+    """Settings every CoOp-family method has (a method's config subclasses it with its defaults)."""
+
     epochs: int = 100
     batch_size: int = 32
     lr: float = 0.002
@@ -26,7 +28,12 @@ class CoOpConfig:
     init_words: str | None = "a photo of a"
     template: str = "{classname}."
     init_std: float = 0.02
-    logit_scale: float | None = None
+    logit_scale: float | None = None  # None: the backbone's exp(logit_scale)
+
+
+@dataclass
+class CoOpConfig(SharedPromptConfig):
+    """CoOp's published BiomedCLIP recipe: batch 32, lr 0.002, 100 epochs."""
 
 
 class SharedPromptMethod(Method):

@@ -12,21 +12,14 @@ from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import cross_entropy
-from kmat.methods.coop import SharedPromptMethod
+from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
 
 @dataclass
-class KgCoOpConfig:
-    epochs: int = 100
+class KgCoOpConfig(SharedPromptConfig):
     batch_size: int = 128  # published; the KgCoOp author recommends 32 for few-shot
-    lr: float = 0.002
-    n_ctx: int = 4
-    init_words: str | None = "a photo of a"
-    template: str = "{classname}."
-    init_std: float = 0.02
     W: float = 8.0
     zs_template: str = "a photo of a {classname}."
-    logit_scale: float | None = None
 
 
 def kg_loss(t: Tensor, t_zs: Tensor) -> Tensor:

@@ -52,17 +52,13 @@ class ZeroShotDescConfig:
 
 
 @register
-class ZeroShotDescriptions(Method):
+class ZeroShotDescriptions(ZeroShot):
     name = "zeroshot_desc"
     Config = ZeroShotDescConfig
-    trains = False
 
     def __init__(self, ctx: MethodContext, cfg: ZeroShotDescConfig) -> None:
-        super().__init__(ctx, cfg)
+        Method.__init__(self, ctx, cfg)
         self._t = ctx.prototypes()
-
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        raise RuntimeError("zero-shot has nothing to train")
 
     @torch.no_grad()
     def class_embeddings(self) -> dict[str, Tensor]:
