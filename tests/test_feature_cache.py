@@ -78,3 +78,25 @@ def test_precision_is_part_of_the_key(backbone, toy_task, tmp_path, monkeypatch)
         assert b.disk_hits == 0 and torch.isfinite(feats).all()
     finally:
         backbone.set_precision("fp32")
+
+
+def test_crop_border_is_applied_and_keyed(backbone, toy_task, tmp_path, monkeypatch):
+    import dataclasses
+
+    from kmat.data.images import load_image, test_transform
+
+    monkeypatch.setenv("KMAT_CACHE", str(tmp_path / "cache"))
+    spec = json.loads((toy_task / "task.json").read_text())
+    spec["low_end"]["crop_border"] = 5
+    (toy_task / "task.json").write_text(json.dumps(spec))
+    sample = load_task(toy_task).low.split("test")[0]
+    assert sample.crop_border == 5
+    img = load_image(sample.path)
+    cropped = img.crop((5, 5, img.width - 5, img.height - 5))
+    expected = backbone.encode_images(test_transform(cropped, backbone.image_size, backbone.mean, backbone.std)[None])
+    store = FeatureStore(disk=True)
+    got, _ = encode_samples(backbone, [sample], store=store, show_progress=False)
+    assert torch.allclose(got, expected, atol=1e-6)
+    uncropped, _ = encode_samples(backbone, [dataclasses.replace(sample, crop_border=0)], store=store,
+                                  show_progress=False)
+    assert store.hits == 0 and not torch.allclose(uncropped, got)

@@ -67,7 +67,7 @@ class FeatureStore:
     @staticmethod
     def key(backbone: Backbone, s: Sample, view: int | None, seed: int) -> tuple:
         v = None if view is None else (view, s.rel, seed)
-        return (backbone.identity(), preprocessing_key(backbone), content_hash(s.path), v)
+        return (backbone.identity(), preprocessing_key(backbone), content_hash(s.path), s.crop_border, v)
 
     # ------------------------------------------------------------------ disk layer
     def root(self) -> Path:
@@ -177,6 +177,11 @@ def encode_samples(
     for i in todo:
         s = samples[i]
         img = load_image(s.path)
+        if s.crop_border:
+            b = s.crop_border
+            if img.width <= 2 * b or img.height <= 2 * b:
+                raise ValueError(f"{s.path}: {img.width}x{img.height} image is too small for crop_border={b}")
+            img = img.crop((b, b, img.width - b, img.height - b))
         if view is None:
             batch.append(test_transform(img, size, mean, std))
         else:

@@ -3,7 +3,8 @@
 A task folder holds::
 
     task.json            classes (order), classnames, high_end / low_end: dataset, modality,
-                         display_name, manifest (CSV, relative to the folder), optional root
+                         display_name, manifest (CSV, relative to the folder), optional root, optional
+                         crop_border (pixels cut from every image border before the transforms)
     <manifest>.csv       one per modality: path,label,split[,modality,dataset,group_id,pair_id,source_label]
     descriptions.json    {modality: {class: [sentence, ...]}} (needed by the anchor term)
 
@@ -40,6 +41,7 @@ class Sample:
     split: str
     group_id: str
     row: dict = field(compare=False, hash=False, repr=False)
+    crop_border: int = 0  # pixels cut from every border before the transforms (Derm7pt's black frame)
 
 
 @dataclass
@@ -82,7 +84,8 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _read_manifest(path: Path, root: Path, classes: list[str], label_map: dict, check_files: bool) -> list[Sample]:
+def _read_manifest(path: Path, root: Path, classes: list[str], label_map: dict, check_files: bool,
+                   crop_border: int = 0) -> list[Sample]:
     if not path.is_file():
         raise TaskError(f"{path}: manifest file not found")
     index = {c: i for i, c in enumerate(classes)}
@@ -114,7 +117,7 @@ def _read_manifest(path: Path, root: Path, classes: list[str], label_map: dict, 
             if check_files and not img.is_file():
                 missing.append(f"{path}:{lineno}: image not found: {img}")
             group = (row.get("group_id") or "").strip() or rel
-            samples.append(Sample(img, rel, index[label], split, group, row))
+            samples.append(Sample(img, rel, index[label], split, group, row, crop_border))
     if missing:
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise TaskError(f"{len(missing)} image(s) missing:\n  " + "\n  ".join(missing[:10]) + more)
@@ -132,7 +135,10 @@ def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_fil
     root = Path(m.get("root", "."))
     root = root if root.is_absolute() else (folder / root)
     manifest = folder / m["manifest"]
-    samples = _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files)
+    crop = m.get("crop_border", 0)
+    if not isinstance(crop, int) or crop < 0:
+        raise TaskError(f"{folder / 'task.json'}: {key}.crop_border must be a non-negative integer, got {crop!r}")
+    samples = _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files, crop)
     name = m["modality"]
     return Modality(
         role=role,
