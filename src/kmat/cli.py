@@ -244,6 +244,34 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from kmat.predict import collect_images, load_run, predict_images
+
+    load_run(args.run)  # a clear error about the run before looking for images
+    images = collect_images(args.images)
+    preds = predict_images(args.run, images, role=args.modality, device=args.device)
+    classes = list(preds[0].probabilities)
+    if args.out:
+        import io
+
+        from kmat.io import atomic_write_bytes
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "prediction", *[f"p_{c}" for c in classes]])
+        for p in preds:
+            w.writerow([p.path, p.label, *[p.probabilities[c] for c in classes]])
+        atomic_write_bytes(args.out, buf.getvalue().encode())
+        print(f"wrote {len(preds)} predictions to {args.out}")
+    else:
+        for p in preds:
+            top = max(p.probabilities.values())
+            print(f"{p.label:24s} {top:6.3f}  {p.path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kmat.bench import run_bench
 
@@ -411,6 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retries", type=int, default=5, help="retries per request, with back-off (default 5)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("predict", help="classify new images with the prompts a run learned",
+                       description="Classify images with a finished run's learned class embeddings (low-end "
+                                   "prompts by default: deploy K-MaT trained on high-end images to low-end ones).",
+                       epilog="example:\n  kmat predict --run runs/breast/kmat/seed1 --images ./ultrasound_pngs "
+                              "--out predictions.csv", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder written by kmat train / reproduce")
+    p.add_argument("--images", nargs="+", required=True, help="image files and/or folders (searched recursively)")
+    p.add_argument("--modality", choices=["low", "high"], default="low", help="which prompts to use (default low)")
+    p.add_argument("--out", default=None, help="write a CSV (path, prediction, one probability per class)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="measure kmat's training step and run against a reference-style implementation",
                        description="Speed and memory benchmark on a random-weight model with BiomedCLIP's layout "

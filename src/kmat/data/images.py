@@ -28,6 +28,7 @@ class ImageError(ValueError):
 
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16S", "I;16BS", "I;16LS", "I;16N", "I", "F")
 
 

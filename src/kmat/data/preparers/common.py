@@ -8,10 +8,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kmat.data.images import IMAGE_SUFFIXES
+
 MANIFEST_COLUMNS = ("path", "label", "split", "modality", "dataset", "group_id", "pair_id", "source_label")
 SPLITS = ("train", "val", "test")
 ROLES = ("high_end", "low_end")
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
+IMAGE_EXTS = frozenset(IMAGE_SUFFIXES)
 
 
 class PrepareError(ValueError):
