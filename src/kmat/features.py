@@ -129,6 +129,7 @@ def encode_samples(
     desc: str | None = None,
     show_progress: bool = True,
     store: FeatureStore | None = None,
+    nested: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Features (N, D) and labels (N,) of ``samples``.
 
@@ -162,7 +163,7 @@ def encode_samples(
             store.misses += 1
         todo.append(i)
     bar = progress(total=len(todo), desc=desc or "encoding images", unit="img",
-                   disable=not show_progress or not todo)
+                   disable=not show_progress or not todo, **({"position": 1} if nested else {}))
 
     def flush(idx: list[int], batch: list[Tensor]) -> None:
         feats = backbone.encode_images(torch.stack(batch)).cpu()
@@ -227,6 +228,6 @@ class TrainFeatures:
             self._cache[key] = encode_samples(
                 self.backbone, self.samples, view=view, seed=self.seed, batch_size=self.batch_size,
                 desc=f"train view {epoch}" if view is not None else "train images",
-                show_progress=self.show_progress, store=self.store,
+                show_progress=self.show_progress, store=self.store, nested=True,
             )
         return self._cache[key]
