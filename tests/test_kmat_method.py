@@ -72,3 +72,17 @@ def test_missing_descriptions_error_only_when_anchor_on(backbone, toy_task):
     with pytest.raises(TaskError, match="descriptions"):
         _method(backbone, task)
     _method(backbone, task, lambda_anchor=0.0)  # fine without descriptions
+
+
+def test_bf16_autocast_training_step_is_finite(backbone, loaded_toy_task):
+    """--precision bf16 autocasts the frozen towers; the prompt gradients stay finite (fp32 params)."""
+    m = _method(backbone, loaded_toy_task)
+    backbone.set_precision("bf16")
+    try:
+        feats = torch.nn.functional.normalize(torch.randn(3, backbone.output_dim), dim=-1)
+        loss, _ = m.loss(feats, torch.tensor([0, 1, 2]))
+        loss.backward()
+    finally:
+        backbone.set_precision("fp32")
+    assert torch.isfinite(loss) and m.prompt.shared.grad is not None
+    assert m.prompt.shared.dtype == torch.float32 and torch.isfinite(m.prompt.shared.grad).all()
