@@ -17,12 +17,18 @@ from kmat.methods.base import Method, MethodContext
 
 
 @dataclass
-class ZeroShotConfig:
-    template: str = "a photo of a {classname}."
+class NoTrainingConfig:
+    """Nothing is trained: the recipe fields exist only so that every method has them."""
+
     epochs: int = 0
     batch_size: int = 1
     lr: float = 0.0
     logit_scale: float | None = None
+
+
+@dataclass
+class ZeroShotConfig(NoTrainingConfig):
+    template: str = "a photo of a {classname}."
 
 
 @register
@@ -43,20 +49,12 @@ class ZeroShot(Method):
         return {"high": self._t, "low": self._t}
 
 
-@dataclass
-class ZeroShotDescConfig:
-    epochs: int = 0
-    batch_size: int = 1
-    lr: float = 0.0
-    logit_scale: float | None = None
-
-
 @register
 class ZeroShotDescriptions(ZeroShot):
     name = "zeroshot_desc"
-    Config = ZeroShotDescConfig
+    Config = NoTrainingConfig
 
-    def __init__(self, ctx: MethodContext, cfg: ZeroShotDescConfig) -> None:
+    def __init__(self, ctx: MethodContext, cfg: NoTrainingConfig) -> None:
         Method.__init__(self, ctx, cfg)
         self._t = ctx.prototypes()
 
