@@ -75,3 +75,10 @@ def test_missing_descriptions_file_is_a_clear_error(toy_task):
     task = load_task(toy_task)
     with pytest.raises(TaskError, match="no descriptions.json"):
         load_descriptions(task)
+
+
+def test_unprepared_paper_task_says_how_to_prepare_it(tmp_path):
+    from kmat.data.task import resolve_task
+
+    with pytest.raises(TaskError, match="kmat prepare dmid .*kmat prepare busi"):
+        resolve_task("breast", tmp_path)

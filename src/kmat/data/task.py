@@ -198,6 +198,19 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
     )
 
 
+def _prepare_hint(task: str) -> str:
+    """How to prepare a paper task, from its shipped definition ('' for other names)."""
+    import json as _json
+    from importlib import resources
+
+    path = resources.files("kmat.data") / "tasks" / f"{task}.json"
+    if not path.is_file():
+        return ""
+    spec = _json.loads(path.read_text(encoding="utf-8"))
+    preparers = dict.fromkeys(spec[r].get("preparer", spec[r].get("dataset", "?")) for r in ("high_end", "low_end"))
+    return "; prepare it with " + " and ".join(f"'kmat prepare {p} --raw DIR --out DATA_ROOT'" for p in preparers)
+
+
 def resolve_task(task: str, data_root: str | Path | None = None) -> Path:
     """A task argument is a task folder, or a task name prepared under ``data_root`` / ``$KMAT_DATA``."""
     p = Path(task).expanduser()
@@ -208,5 +221,7 @@ def resolve_task(task: str, data_root: str | Path | None = None) -> Path:
         cand = Path(root).expanduser() / task
         if (cand / "task.json").is_file():
             return cand
-        raise TaskError(f"task {task!r} not found: {cand} has no task.json (prepare it first, or pass a task folder)")
-    raise TaskError(f"task {task!r} is not a folder; pass a task folder or set --data-root / KMAT_DATA")
+        raise TaskError(f"task {task!r} not found: {cand} has no task.json (prepare it first, or pass a task "
+                        f"folder){_prepare_hint(task)}")
+    raise TaskError(f"task {task!r} is not a folder; pass a task folder or set --data-root / KMAT_DATA"
+                    f"{_prepare_hint(task)}")
