@@ -127,7 +127,6 @@ class Backbone:
 
     model: nn.Module
     tokenizer: object
-    spec: str
     name: str
     image_size: int
     mean: tuple[float, float, float]
@@ -350,7 +349,6 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
     return Backbone(
         model=model,
         tokenizer=tokenizer,
-        spec=spec,
         name=name,
         image_size=size,
         mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),

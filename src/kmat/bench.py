@@ -111,27 +111,21 @@ def measure(arch: str = "reduced", device: str = "cpu", repeats: int = 2, shots:
     labels = torch.arange(batch, device=dev) % n_classes
     prompt, opt, loss_of = _kmat_parts(backbone, n_classes)
 
-    def kmat_step():
-        loss = loss_of(prompt(), feats, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def kmat_step_live():
-        f = backbone.encode_images(images_b)
-        loss = loss_of(prompt(), f, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def ref_step():
-        f = backbone.encode_images(images_b)
-        emb, mask = _padded_prompts(prompt, backbone, backbone.context_length)
-        t = backbone.encode_prompts(emb, mask).view(2, n_classes, -1)
+    def step(t, f):
         loss = loss_of(t, f, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    def kmat_step():  # cached features, prompts cut to the longest
+        step(prompt(), feats)
+
+    def kmat_step_live():  # image tower on the batch, prompts cut
+        step(prompt(), backbone.encode_images(images_b))
+
+    def ref_step():  # image tower on the batch, prompts padded to the full context
+        emb, mask = _padded_prompts(prompt, backbone, backbone.context_length)
+        step(backbone.encode_prompts(emb, mask).view(2, n_classes, -1), backbone.encode_images(images_b))
 
     def text_only():
         prompt().sum().backward()

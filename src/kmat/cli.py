@@ -89,27 +89,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_tables(out: Path, tables: tuple[int, ...], std: bool, compare_paper: bool, figures: bool = True) -> None:
-    from kmat.results import aggregate, build_tables, collect
-
-    texts = build_tables(out, std=std, compare_paper=compare_paper, tables=tables)
-    for name, text in texts.items():
-        print()
-        print(text.rstrip())
-        print(f"(written to {out / (name + '.md')})")
-    print(f"per-run results: {out / 'results.csv'}")
-    if figures:
-        try:
-            from kmat.plots import make_figures
-
-            paths = make_figures(out, aggregate(collect(out)))
-        except RuntimeError as err:
-            print(f"figures skipped: {err}")
-        else:
-            if paths:
-                print(f"figures: {out / 'figures'} ({len(paths)} files)")
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from kmat.experiments import PAPER_TASKS, TABLE2_METHODS, table2_grid, table3_grid
     from kmat.reproduce import resolve_tasks, run_grid
@@ -131,7 +110,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{len(report.pending)} pending, {len(report.skipped)} done")
         return 0
-    _write_tables(out, (args.table,), args.std, args.compare_paper, figures=not args.no_figures)
+    from kmat.results import write_report
+
+    write_report(out, (args.table,), args.std, args.compare_paper, figures=not args.no_figures)
     if report.failed:
         print(f"\n{len(report.failed)} run(s) failed (details in their error.json):", file=sys.stderr)
         for name, err in report.failed:
@@ -144,7 +125,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not (out / "runs").is_dir():
         raise FileNotFoundError(f"{out}: no runs/ folder (is this a kmat reproduce output folder?)")
-    _write_tables(out, tuple(args.table or (2, 3)), args.std, args.compare_paper, figures=not args.no_figures)
+    from kmat.results import write_report
+
+    write_report(out, tuple(args.table or (2, 3)), args.std, args.compare_paper, figures=not args.no_figures)
     return 0
 
 

@@ -37,7 +37,7 @@ def run_demo(out: str | Path, quick: bool = False, backbone: str | None = None, 
              device: str = "cpu", show_progress: bool = True, log=print) -> dict[str, str]:
     """Run the demo; returns the table texts. ``quick``: Table 2 with seed 1 only, no Table 3."""
     from kmat.data.demo_backbone import demo_backbone_dir
-    from kmat.results import build_tables
+    from kmat.results import write_report
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -59,19 +59,7 @@ def run_demo(out: str | Path, quick: bool = False, backbone: str | None = None, 
     log(f"[runs] {len(specs)} runs: Table 2 (6 methods x seeds {seeds})"
         + ("" if quick else " + Table 3 (8 ablation rows, seed 1; row 8 is K-MaT's Table 2 run)"))
     report = run_grid(specs, out, backbone, device=device, show_progress=show_progress, log=log)
-    texts = build_tables(out, tables=tables)
-    for text in texts.values():
-        log("")
-        log(text.rstrip())
-    try:
-        from kmat.plots import make_figures
-        from kmat.results import aggregate, collect
-
-        figs = make_figures(out, aggregate(collect(out)))
-        log(f"\nfigures: {', '.join(str(p) for p in figs)}")
-    except RuntimeError as err:
-        log(f"\nfigures skipped: {err}")
-    log(f"tables: {', '.join(str(out / (n + '.md')) for n in texts)}; per-run results: {out / 'results.csv'}")
+    texts = write_report(out, tables=tables, log=log)
     log(f"demo finished in {time.perf_counter() - t0:.0f}s"
         + (f"; {len(report.failed)} run(s) failed (see their error.json)" if report.failed else ""))
     return texts

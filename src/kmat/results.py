@@ -178,10 +178,11 @@ def ablation_rows_common_seeds(rows: list[dict]) -> tuple[list[dict], dict[str, 
 
 
 def build_tables(out: str | Path, std: bool = False, compare_paper: bool = False,
-                 tables: tuple[int, ...] = (2, 3)) -> dict[str, str]:
-    """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts."""
+                 tables: tuple[int, ...] = (2, 3), rows: list[dict] | None = None) -> dict[str, str]:
+    """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts.
+    ``rows`` (from :func:`collect`) are read from ``out`` when not given."""
     out = Path(out)
-    rows = collect(out)
+    rows = collect(out) if rows is None else rows
     write_results_csv(rows, out / "results.csv")
     agg = aggregate(rows)
     texts: dict[str, str] = {}
@@ -201,4 +202,28 @@ def build_tables(out: str | Path, std: bool = False, compare_paper: bool = False
                 + table3_markdown(aggregate(rows3), compare_paper))
         atomic_write_bytes(out / "table3.md", text.encode())
         texts["table3"] = text
+    return texts
+
+
+def write_report(out: str | Path, tables: tuple[int, ...] = (2, 3), std: bool = False,
+                 compare_paper: bool = False, figures: bool = True, log=print) -> dict[str, str]:
+    """Tables, ``results.csv`` and figures of the runs under ``out`` (read once), logged; returns the texts."""
+    out = Path(out)
+    rows = collect(out)
+    texts = build_tables(out, std=std, compare_paper=compare_paper, tables=tables, rows=rows)
+    for name, text in texts.items():
+        log("")
+        log(text.rstrip())
+        log(f"(written to {out / (name + '.md')})")
+    log(f"per-run results: {out / 'results.csv'}")
+    if figures:
+        try:
+            from kmat.plots import make_figures
+
+            paths = make_figures(out, aggregate(rows))
+        except RuntimeError as err:  # matplotlib missing
+            log(f"figures skipped: {err}")
+        else:
+            if paths:
+                log(f"figures: {', '.join(str(p) for p in paths)}")
     return texts

@@ -80,8 +80,7 @@ def _result(cfg: RunConfig, task: Task, backbone: Backbone, method: Method, per_
         "shots": cfg.shots,
         "seed": cfg.seed,
         "backbone": backbone.name,
-        "config": {**cfg.to_dict(), "method_config": dataclasses.asdict(method.cfg),
-                   "task_folder": str(task.folder), "classes": task.classes,
+        "config": {**_checkpoint_config(cfg, method), "task_folder": str(task.folder), "classes": task.classes,
                    "modalities": {"high": task.high.name, "low": task.low.name},
                    "backbone_identity": backbone.identity()},
         "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
@@ -94,6 +93,21 @@ def _result(cfg: RunConfig, task: Task, backbone: Backbone, method: Method, per_
     }
 
 
+def _backbone_for(cfg: RunConfig, backbone: Backbone | None) -> Backbone:
+    """The run's backbone (loaded, or the given one moved) on its device and precision."""
+    device = resolve_device(cfg.device)
+    backbone = load_backbone(cfg.backbone, device=device) if backbone is None else backbone.to(device)
+    return backbone.set_precision(cfg.precision)
+
+
+def _test_features(cfg: RunConfig, task: Task, backbone: Backbone,
+                   store: FeatureStore) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Features and labels of both test splits (high-end and low-end)."""
+    return {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=cfg.feature_batch_size,
+                                 desc=f"{role}-end test images", show_progress=cfg.show_progress, store=store)
+            for role in ("high", "low")}
+
+
 def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | None = None) -> dict:
     """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it."""
     cfg.validate()
@@ -101,12 +115,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
     timing: dict[str, float] = {}
     seed_everything(cfg.seed)
     task = load_task(resolve_task(cfg.task, cfg.data_root))
-    device = resolve_device(cfg.device)
-    if backbone is None:
-        backbone = load_backbone(cfg.backbone, device=device)
-    else:
-        backbone.to(device)
-    backbone.set_precision(cfg.precision)
+    backbone = _backbone_for(cfg, backbone)
     if store is None:
         store = FeatureStore(disk=cfg.feature_cache)
     timing["load_s"] = time.perf_counter() - t_start
@@ -130,11 +139,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
     save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
 
     t0 = time.perf_counter()
-    test = {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=cfg.feature_batch_size,
-                                 desc=f"{role}-end test images", show_progress=cfg.show_progress,
-                                 store=store)
-            for role in ("high", "low")}
-    per_role = evaluate(method, test, task)
+    per_role = evaluate(method, _test_features(cfg, task, backbone, store), task)
     save_embeddings(method, out / EMBEDDINGS_FILE)
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
@@ -161,8 +166,7 @@ def evaluate_checkpoint(checkpoint: str | Path, backbone: Backbone | None = None
     if data_root is not None:
         cfg.data_root = data_root
     task_obj = load_task(resolve_task(cfg.task, cfg.data_root))
-    device = resolve_device(cfg.device)
-    backbone = backbone or load_backbone(cfg.backbone, device=device)
+    backbone = _backbone_for(cfg, backbone)
     method = build_method(cfg, task_obj, backbone)
     missing = set(method.learnable_state()) ^ set(state)
     if missing:
@@ -171,7 +175,6 @@ def evaluate_checkpoint(checkpoint: str | Path, backbone: Backbone | None = None
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v.to(own[k].device))
-    test = {role: encode_samples(backbone, task_obj.modality(role).split("test"), batch_size=cfg.feature_batch_size,
-                                 show_progress=cfg.show_progress) for role in ("high", "low")}
+    test = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache))
     per_role = evaluate(method, test, task_obj)
     return cross_modal_summary(per_role["high"], per_role["low"])

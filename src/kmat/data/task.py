@@ -200,13 +200,11 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
 
 def _prepare_hint(task: str) -> str:
     """How to prepare a paper task, from its shipped definition ('' for other names)."""
-    import json as _json
-    from importlib import resources
+    from kmat.data.preparers.definitions import load_definition, task_names
 
-    path = resources.files("kmat.data") / "tasks" / f"{task}.json"
-    if not path.is_file():
+    if task not in task_names():
         return ""
-    spec = _json.loads(path.read_text(encoding="utf-8"))
+    spec = load_definition(task)
     preparers = dict.fromkeys(spec[r].get("preparer", spec[r].get("dataset", "?")) for r in ("high_end", "low_end"))
     return "; prepare it with " + " and ".join(f"'kmat prepare {p} --raw DIR --out DATA_ROOT'" for p in preparers)
 
