@@ -528,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kmat: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -205,8 +205,8 @@ def encode_samples(
 class TrainFeatures:
     """Per-epoch training features: view ``e`` of every training image (or one plain view).
 
-    With ``augment=False`` every epoch reuses the test-transform features. Views are computed on
-    first use and kept in memory for the run.
+    With ``augment=False`` every epoch reuses the test-transform features. Features come from (and
+    go to) ``store``: an in-memory one of its own unless the run shares one.
     """
 
     def __init__(self, backbone: Backbone, samples: Sequence[Sample], seed: int, augment: bool = True,
@@ -217,17 +217,12 @@ class TrainFeatures:
         self.augment = augment
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self.store = store
-        self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+        self.store = store if store is not None else FeatureStore()
 
     def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
         view = epoch if self.augment else None
-        key = -1 if view is None else view
-        if key not in self._cache:
-            self._cache.clear()  # one view alive at a time
-            self._cache[key] = encode_samples(
-                self.backbone, self.samples, view=view, seed=self.seed, batch_size=self.batch_size,
-                desc=f"train view {epoch}" if view is not None else "train images",
-                show_progress=self.show_progress, store=self.store, nested=True,
-            )
-        return self._cache[key]
+        return encode_samples(
+            self.backbone, self.samples, view=view, seed=self.seed, batch_size=self.batch_size,
+            desc=f"train view {epoch}" if view is not None else "train images",
+            show_progress=self.show_progress, store=self.store, nested=True,
+        )
