@@ -131,6 +131,10 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
         write_subset(val, task.classes, out / "fewshot_val.csv")
     timing["setup_s"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
+    test = _test_features(cfg, task, backbone, store)
+    timing["test_features_s"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
                           batch_size=cfg.feature_batch_size, show_progress=cfg.show_progress, store=store)
@@ -139,7 +143,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
     save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
 
     t0 = time.perf_counter()
-    per_role = evaluate(method, _test_features(cfg, task, backbone, store), task)
+    per_role = evaluate(method, test, task)
     save_embeddings(method, out / EMBEDDINGS_FILE)
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
