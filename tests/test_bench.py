@@ -11,3 +11,5 @@ def test_bench_runs_and_prints_the_speedup_line():
     assert re.fullmatch(r"speedup step=[0-9.]+ run=[0-9.]+ floor=[0-9.]+", lines[-1])
     assert result["steps"] == 1200 and result["views"] == 4800
     assert result["prompt_tokens_cut"] < result["prompt_tokens_reference"]
+    assert any(line.startswith("cold-run ceiling") for line in lines)
+    assert result["speedup_run"] <= result["speedup_run_ceiling"]

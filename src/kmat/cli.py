@@ -31,7 +31,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder of the run")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="fp32 (default, for fidelity) or bf16 autocast of the frozen towers (GPU)")
+                   help="fp32 (default, for fidelity) or bf16 autocast of the frozen towers (GPUs, and CPUs "
+                        "with bfloat16 instructions, e.g. AVX512-BF16 or AMX)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="do not read or write the on-disk image-feature cache ($KMAT_CACHE/features)")
     g = p.add_argument_group("training recipe (default: the method's published settings)")
@@ -343,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--epochs", type=int, default=None, help="override every method's epochs (smoke runs)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast frozen towers (GPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default) or bf16 autocast of the frozen towers (GPUs, CPUs with bfloat16 instructions)")
     p.add_argument("--no-feature-cache", action="store_true", help="do not use the on-disk image-feature cache")
     p.add_argument("--out", default="kmat-results")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
@@ -440,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(see kmat.bench). Ends with 'speedup step=<x> run=<y> floor=<z>'.")
     p.add_argument("--arch", choices=["reduced", "full"], default="reduced",
                    help="reduced (default: ViT-S/16 + 6-layer BERT, a few minutes on a CPU) or full (BiomedCLIP's)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="precision of both the kmat and the reference-style passes (default fp32)")
     p.add_argument("--repeats", type=int, default=2, help="timed repetitions of each step (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")

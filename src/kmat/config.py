@@ -30,7 +30,7 @@ class RunConfig:
     precision: str = "fp32"
     feature_cache: bool = True
     augment: bool = True
-    feature_batch_size: int = 64
+    feature_batch_size: int | None = None  # None: encode_batch_size(device)
     min_descriptions: int = 1
     show_progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)
@@ -40,7 +40,7 @@ class RunConfig:
             raise ValueError(f"--shots must be >= 0 (0 = all training images), got {self.shots}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"--precision must be fp32 or bf16, got {self.precision!r}")
-        if self.feature_batch_size < 1:
+        if self.feature_batch_size is not None and self.feature_batch_size < 1:
             raise ValueError("feature batch size must be >= 1")
         for k in ("epochs",):
             v = self.options.get(k)
@@ -60,6 +60,16 @@ class RunConfig:
         d = asdict(self)
         d["out"] = str(Path(self.out))
         return d
+
+
+def encode_batch_size(device: torch.device) -> int:
+    """Images per no-grad encoder batch: 16 on a CPU, 64 on an accelerator.
+
+    On a CPU the image tower is compute-bound and larger batches only spill the caches (measured on
+    2 cores: ViT-S/16 55 ms an image in batches of 16, 63 ms in 64; ViT-B/16 210 vs 223 ms); GPUs
+    need large batches to be used at all.
+    """
+    return 16 if torch.device(device).type == "cpu" else 64
 
 
 def resolve_device(device: str) -> torch.device:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from kmat.backbone import Backbone, load_backbone
-from kmat.config import resolve_device
+from kmat.config import encode_batch_size, resolve_device
 from kmat.data.images import IMAGE_SUFFIXES, load_image, test_transform
 from kmat.runner import EMBEDDINGS_FILE, RESULT_FILE
 
@@ -63,7 +63,7 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
 
 @torch.no_grad()
 def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", backbone: Backbone | None = None,
-                   device: str = "auto", batch_size: int = 64) -> list[Prediction]:
+                   device: str = "auto", batch_size: int | None = None) -> list[Prediction]:
     """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low")."""
     if role not in ("high", "low"):
         raise ValueError(f"modality must be 'high' or 'low', got {role!r}")
@@ -75,6 +75,7 @@ def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", b
     backbone = backbone or load_backbone(config["backbone"], device=resolve_device(device))
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
     t = emb[role].to(backbone.device)
+    batch_size = batch_size or encode_batch_size(backbone.device)
     preds: list[Prediction] = []
     for i in range(0, len(images), batch_size):
         chunk = images[i : i + batch_size]

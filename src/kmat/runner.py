@@ -13,7 +13,7 @@ import torch
 
 from kmat import __version__
 from kmat.backbone import Backbone, load_backbone
-from kmat.config import RunConfig, resolve_device
+from kmat.config import RunConfig, encode_batch_size, resolve_device
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, recipe_from, save_checkpoint, train
@@ -100,10 +100,14 @@ def _backbone_for(cfg: RunConfig, backbone: Backbone | None) -> Backbone:
     return backbone.set_precision(cfg.precision)
 
 
+def _encode_batch(cfg: RunConfig, backbone: Backbone) -> int:
+    return cfg.feature_batch_size or encode_batch_size(backbone.device)
+
+
 def _test_features(cfg: RunConfig, task: Task, backbone: Backbone,
                    store: FeatureStore) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Features and labels of both test splits (high-end and low-end)."""
-    return {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=cfg.feature_batch_size,
+    return {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=_encode_batch(cfg, backbone),
                                  desc=f"{role}-end test images", show_progress=cfg.show_progress, store=store)
             for role in ("high", "low")}
 
@@ -137,7 +141,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
 
     t0 = time.perf_counter()
     feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
-                          batch_size=cfg.feature_batch_size, show_progress=cfg.show_progress, store=store)
+                          batch_size=_encode_batch(cfg, backbone), show_progress=cfg.show_progress, store=store)
     history = train(method, feats, recipe_from(method.cfg), seed=cfg.seed, show_progress=cfg.show_progress)
     timing["train_s"] = time.perf_counter() - t0
     save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
