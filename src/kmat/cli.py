@@ -440,8 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure kmat's training step and run against a reference-style implementation",
                        description="Speed and memory benchmark on a random-weight model with BiomedCLIP's layout "
                                    "(see kmat.bench). Ends with 'speedup step=<x> run=<y> floor=<z>'.")
-    p.add_argument("--arch", choices=["reduced", "full"], default="reduced",
-                   help="reduced (default: ViT-S/16 + 6-layer BERT, a few minutes on a CPU) or full (BiomedCLIP's)")
+    p.add_argument("--arch", choices=["reduced", "full", "tiny"], default="reduced",
+                   help="reduced (default: ViT-S/16 + 6-layer BERT, a few minutes on a CPU), full (BiomedCLIP's) "
+                        "or tiny (seconds: a smoke test of the benchmark itself, its figures mean nothing)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="precision of both the kmat and the reference-style passes (default fp32)")
