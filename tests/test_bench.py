@@ -13,3 +13,14 @@ def test_bench_runs_and_prints_the_speedup_line():
     assert result["prompt_tokens_cut"] < result["prompt_tokens_reference"]
     assert any(line.startswith("cold-run ceiling") for line in lines)
     assert result["speedup_run"] <= result["speedup_run_ceiling"]
+
+
+def test_encode_batch_follows_the_device():
+    """Small no-grad batches on a CPU (larger ones measured slower per image there), large on a GPU."""
+    import torch
+
+    from kmat.config import RunConfig, encode_batch_size
+
+    assert encode_batch_size(torch.device("cpu")) == 16
+    assert encode_batch_size(torch.device("cuda")) == 64
+    assert RunConfig(task="t", out="o").feature_batch_size is None  # None: chosen by device at run time
