@@ -63,3 +63,27 @@ def test_result_file_has_the_contract_keys(backbone, toy_task_master, tmp_path):
         assert all(0 <= v <= 100 for v in on_disk["metrics"][role].values())
     assert set(on_disk["per_class"]["low"]) == {"normal", "benign", "malignant"}
     assert (tmp_path / "r" / "fewshot_train.csv").is_file()
+
+
+def test_seed_everything_asks_cuda_for_deterministic_kernels(monkeypatch):
+    """On CUDA the run asks for deterministic kernels; on a CPU it changes no global torch flag."""
+    import os
+
+    import torch
+
+    from kmat.runner import seed_everything
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset-me")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored to its original state afterwards
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        seed_everything(3, torch.device("cpu"))
+        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        seed_everything(3, torch.device("cuda"))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags

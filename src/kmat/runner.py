@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import random
 import time
@@ -38,10 +39,20 @@ def save_embeddings(method: Method, path: Path) -> None:
     tmp.replace(path)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
+    """Seed Python, NumPy and torch; on CUDA also ask for deterministic kernels.
+
+    CUDA: cuDNN autotuning off, deterministic algorithms where torch has them (a warning, not an
+    error, where it has none) and cuBLAS's fixed workspace (read when its handle is created).
+    """
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+    if device is not None and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def versions() -> dict[str, str]:
@@ -117,7 +128,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
     cfg.validate()
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, resolve_device(cfg.device))
     task = load_task(resolve_task(cfg.task, cfg.data_root))
     backbone = _backbone_for(cfg, backbone)
     if store is None:
