@@ -41,12 +41,12 @@ def run_demo(out: str | Path, quick: bool = False, backbone: str | None = None, 
 
     t0 = time.perf_counter()
     out = Path(out)
-    log("kmat demo: SynthMed (synthetic mammogram -> sonogram, 3 classes) with the demo backbone, on the CPU.")
+    where = "the CPU" if device == "cpu" else f"device {device!r}"
+    log(f"kmat demo: SynthMed (synthetic mammogram -> sonogram, 3 classes) with the demo backbone, on {where}.")
     task = synthmed_dir(splits=splits)
     log(f"[data] SynthMed task: {task}")
     if backbone is None:
-        log("[backbone] demo backbone: pre-training on SynthMed captions on first use (cached afterwards) ...")
-        backbone = f"local-dir:{demo_backbone_dir(show_progress=show_progress, **(backbone_params or {}))}"
+        backbone = f"local-dir:{demo_backbone_dir(show_progress=show_progress, log=log, **(backbone_params or {}))}"
     log(f"[backbone] {backbone}")
     options = {"epochs": epochs} if epochs is not None else {}
     tasks = [("synthmed", str(task))]

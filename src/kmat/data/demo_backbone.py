@@ -135,10 +135,10 @@ def shipped_demo_backbone() -> Path | None:
     return folder if same and (folder / "open_clip_model.safetensors").is_file() else None
 
 
-def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
+def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path:
     """The demo backbone: the shipped copy, else built on first use (about two minutes on a 2-core
     CPU) and cached. ``overrides`` of :data:`DEFAULTS` (e.g. a tiny ``n_per_class`` for tests) are
-    built into their own cache folder.
+    built into their own cache folder. ``log`` (a print-like function) hears when a build starts.
     """
     params = {**DEFAULTS, **overrides}
     if params == DEFAULTS and (shipped := shipped_demo_backbone()) is not None:
@@ -151,6 +151,8 @@ def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
             import shutil
 
             shutil.rmtree(tmp)
+        if log is not None:
+            log(f"[backbone] pre-training a demo backbone on SynthMed captions into {folder} (once; cached) ...")
         build_demo_backbone(tmp, show_progress=show_progress, **params)
         if folder.exists():
             import shutil
