@@ -24,3 +24,17 @@ def test_encode_batch_follows_the_device():
     assert encode_batch_size(torch.device("cpu")) == 16
     assert encode_batch_size(torch.device("cuda")) == 64
     assert RunConfig(task="t", out="o").feature_batch_size is None  # None: chosen by device at run time
+
+
+def test_bad_devices_are_clear_errors_before_any_work():
+    import pytest
+    import torch
+
+    from kmat.config import resolve_device
+
+    for bad in ("tpu", "meta", "gpu0"):
+        with pytest.raises(ValueError, match="use auto, cpu, cuda, cuda:N or mps"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            run_bench(arch="tiny", device="cuda", memory=True, log=lambda line: None)

@@ -197,6 +197,9 @@ def memory_probe(arch: str, device: str, shots: int = 16, n_classes: int = 6, en
 def run_bench(arch: str = "reduced", device: str = "cpu", repeats: int = 2, precision: str = "fp32",
               memory: bool = True, log=print) -> dict:
     """The whole benchmark, printed; returns its figures."""
+    from kmat.config import resolve_device
+
+    resolve_device(device)  # an unavailable device fails here, before any model is built
     bench_model_dir(arch)  # build once, before the child process needs it
     mem = {}
     if memory:
