@@ -11,19 +11,12 @@ state. A class with fewer groups than K repeats its groups cyclically, and a war
 from __future__ import annotations
 
 import csv
-import hashlib
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from kmat.data.task import Modality, Sample, Task
-
-
-def _rng(*parts: object) -> np.random.Generator:
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+from kmat.seeding import seeded_rng
 
 
 def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) -> list[Sample]:
@@ -43,14 +36,14 @@ def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) ->
             short.append(f"{cname} (0)")
             continue
         gids = sorted(groups)
-        perm = _rng(namespace, cname, seed).permutation(len(gids))
+        perm = seeded_rng(namespace, cname, seed).permutation(len(gids))
         order = [gids[i] for i in perm]
         if len(order) < k:
             short.append(f"{cname} ({len(order)})")
         picked = [order[i % len(order)] for i in range(k)]
         for gid in picked:
             members = sorted(groups[gid], key=lambda s: s.rel)
-            j = int(_rng(namespace, cname, seed, gid).integers(len(members)))
+            j = int(seeded_rng(namespace, cname, seed, gid).integers(len(members)))
             out.append(members[j])
     if short:
         warnings.warn(

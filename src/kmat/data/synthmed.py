@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kmat.seeding import seeded_rng
+
 CLASSES = ["normal", "benign", "malignant"]
 CLASSNAMES = {"normal": "normal tissue", "benign": "benign lesion", "malignant": "malignant lesion"}
 MODALITIES = {"high": ("synth_mammo", "mammogram"), "low": ("synth_sono", "sonogram")}
@@ -162,13 +164,6 @@ def render_sono(rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE,
 RENDER = {"high": render_mammo, "low": render_sono}
 
 
-def _rng(seed: int, *parts: object) -> np.random.Generator:
-    import hashlib
-
-    digest = hashlib.sha256("|".join(str(p) for p in (seed, *parts)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
 def sample_image(seed: int, role: str, cls: str, index: int, pool: str = "task",
                  size: int = IMAGE_SIZE, contrast: float = 1.0) -> tuple[Image.Image, Attributes]:
     """Image ``index`` of a class in a modality; depends only on its arguments.
@@ -177,7 +172,7 @@ def sample_image(seed: int, role: str, cls: str, index: int, pool: str = "task",
     :data:`TASK_CONTRAST`, fainter than the pre-training pool: a domain shift like the one between
     a foundation model's pre-training figures and a clinical dataset).
     """
-    arr, attrs = RENDER[role](_rng(seed, pool, role, cls, index), cls, size, contrast)
+    arr, attrs = RENDER[role](seeded_rng(seed, pool, role, cls, index), cls, size, contrast)
     return Image.fromarray((arr * 255).astype(np.uint8)).convert("RGB"), attrs
 
 

@@ -15,18 +15,12 @@ namespace: not on file-system order, ``PYTHONHASHSEED`` or global random state.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 
 import numpy as np
 
 from kmat.data.preparers.common import SPLITS, PrepareError, Row
-
-
-def seeded_rng(*parts: object) -> np.random.Generator:
-    """A generator seeded by the sha256 of ``parts`` (stable across runs and platforms)."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+from kmat.seeding import seeded_rng
 
 
 def ratios_of(counts: dict[str, int]) -> dict[str, float]:
