@@ -100,3 +100,17 @@ def test_crop_border_is_applied_and_keyed(backbone, toy_task, tmp_path, monkeypa
     uncropped, _ = encode_samples(backbone, [dataclasses.replace(sample, crop_border=0)], store=store,
                                   show_progress=False)
     assert store.hits == 0 and not torch.allclose(uncropped, got)
+
+
+def test_memory_is_used_before_the_disk(backbone, toy_task, tmp_path, monkeypatch):
+    """A list already in the store is not read back from disk (a grid shares one store)."""
+    monkeypatch.setenv("KMAT_CACHE", str(tmp_path / "cache"))
+    samples = load_task(toy_task).low.split("test")
+    store = FeatureStore(disk=True)
+    first, _ = encode_samples(backbone, samples, store=store, show_progress=False)
+    assert store.misses == len(samples) and store.disk_hits == 0
+    again, _ = encode_samples(backbone, samples, store=store, show_progress=False)
+    assert torch.equal(first, again) and store.hits == len(samples) and store.disk_hits == 0
+    other = FeatureStore(disk=True)  # a new process: the disk entry serves it
+    from_disk, _ = encode_samples(backbone, samples, store=other, show_progress=False)
+    assert torch.equal(first, from_disk) and other.disk_hits == 1

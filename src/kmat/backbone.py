@@ -134,6 +134,7 @@ class Backbone:
     checkpoint: str | None = None
     precision: str = "fp32"  # "bf16": autocast the frozen towers to bfloat16 (GPU)
     _identity: str | None = field(default=None, repr=False)
+    _logit_scale: float | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -150,8 +151,10 @@ class Backbone:
 
     @property
     def logit_scale(self) -> float:
-        """``s = logit_scale.exp()`` of the backbone."""
-        return float(self.model.logit_scale.detach().exp())
+        """``s = logit_scale.exp()`` of the backbone (frozen: read once, not once per training step)."""
+        if self._logit_scale is None:
+            self._logit_scale = float(self.model.logit_scale.detach().exp())
+        return self._logit_scale
 
     @property
     def word_embeddings(self) -> nn.Embedding:

@@ -229,7 +229,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
 
     from kmat.predict import collect_images, load_run, predict_images
 
@@ -238,16 +237,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     preds = predict_images(args.run, images, role=args.modality, device=args.device)
     classes = list(preds[0].probabilities)
     if args.out:
-        import io
+        from kmat.io import atomic_write_bytes, csv_bytes
 
-        from kmat.io import atomic_write_bytes
-
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "prediction", *[f"p_{c}" for c in classes]])
-        for p in preds:
-            w.writerow([p.path, p.label, *[p.probabilities[c] for c in classes]])
-        atomic_write_bytes(args.out, buf.getvalue().encode())
+        atomic_write_bytes(args.out, csv_bytes(["path", "prediction", *[f"p_{c}" for c in classes]],
+                                               ([p.path, p.label, *[p.probabilities[c] for c in classes]]
+                                                for p in preds)))
         print(f"wrote {len(preds)} predictions to {args.out}")
     else:
         for p in preds:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kmat.io import atomic_save_safetensors
 from kmat.methods.base import Method
 from kmat.progress import progress
 
@@ -101,28 +102,20 @@ def train(
 
 def save_checkpoint(method: Method, config: dict, path: str | Path) -> Path:
     """Learnable parameters (safetensors) with the resolved run config in its metadata."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.contiguous() for k, v in method.learnable_state().items()}
-    save_file(state, str(tmp), metadata={"config": json.dumps(config), "method": method.name})
-    tmp.replace(path)
-    return path
+    return atomic_save_safetensors(path, method.learnable_state(),
+                                   metadata={"config": json.dumps(config), "method": method.name})
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     """``(state, config)`` of a checkpoint written by :func:`save_checkpoint`."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    state = {k: v.clone() for k, v in load_file(str(path)).items()}  # not tied to the mapped file
+        state = {k: fh.get_tensor(k).clone() for k in fh.keys()}  # not tied to the mapped file
     return state, json.loads(meta.get("config", "{}"))
 
 

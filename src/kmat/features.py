@@ -30,6 +30,7 @@ from torch import Tensor
 from kmat.backbone import Backbone
 from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
+from kmat.io import atomic_save_safetensors
 from kmat.progress import progress
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,7 @@ class FeatureStore:
             return None
 
     def save_list(self, path: Path, feats: Tensor, meta: dict) -> None:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{id(feats)}.tmp")
-        save_file({"features": feats.contiguous()}, str(tmp), metadata={"meta": json.dumps(meta)})
-        tmp.replace(path)
+        atomic_save_safetensors(path, {"features": feats}, metadata={"meta": json.dumps(meta)})
 
     def get(self, key: tuple) -> Tensor | None:
         return self._data.get(key)
@@ -143,6 +139,10 @@ def encode_samples(
     disk_path, meta = None, {}
     if store is not None:
         keys = [store.key(backbone, s, view, seed) for s in samples]
+        out = [store.get(k) for k in keys]  # memory first: a grid's runs share one store
+        if samples and all(f is not None for f in out):
+            store.hits += len(samples)
+            return torch.stack(out), labels  # type: ignore[arg-type]
         if store.disk and samples:
             disk_path = store.list_path(keys)  # type: ignore[arg-type]
             meta = {"backbone": backbone.identity(), "prep": list(map(str, preprocessing_key(backbone))),
@@ -156,7 +156,6 @@ def encode_samples(
     todo: list[int] = []
     for i in range(len(samples)):
         if store is not None:
-            out[i] = store.get(keys[i])  # type: ignore[arg-type]
             if out[i] is not None:
                 store.hits += 1
                 continue

@@ -19,7 +19,7 @@ from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, recipe_from, save_checkpoint, train
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
-from kmat.io import atomic_write_json
+from kmat.io import atomic_save_safetensors, atomic_write_json
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext, resolve_config
 from kmat.metrics import classification_metrics, cross_modal_summary
@@ -31,12 +31,7 @@ EMBEDDINGS_FILE = "class_embeddings.safetensors"
 
 def save_embeddings(method: Method, path: Path) -> None:
     """The final class embeddings per modality role (for figures), written atomically."""
-    from safetensors.torch import save_file
-
-    emb = {role: t.detach().float().cpu().clone().contiguous() for role, t in method.class_embeddings().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(emb, str(tmp))
-    tmp.replace(path)
+    atomic_save_safetensors(path, {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()})
 
 
 def seed_everything(seed: int, device: torch.device | None = None) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from kmat.io import atomic_save_safetensors
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -151,12 +153,8 @@ def write_tiny_biomedclip(
     model = open_clip.CustomTextCLIP(**build_cfg)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    from safetensors.torch import save_file
-
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / "open_clip_model.safetensors.tmp"
-    save_file(sd, str(tmp))
-    tmp.replace(folder / "open_clip_model.safetensors")
+    atomic_save_safetensors(folder / "open_clip_model.safetensors",
+                            {k: v.detach().cpu() for k, v in model.state_dict().items()})
     cfg = {
         "model_cfg": model_cfg,
         "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD)},

@@ -10,12 +10,12 @@ state. A class with fewer groups than K repeats its groups cyclically, and a war
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
 from kmat.data.task import Modality, Sample, Task
+from kmat.io import atomic_write_bytes, csv_bytes
 from kmat.seeding import seeded_rng
 
 
@@ -57,12 +57,5 @@ def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) ->
 def write_subset(samples: list[Sample], classes: list[str], path: str | Path) -> Path:
     """Write a subset as a manifest CSV (for auditing a run)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "split", "group_id"])
-        for s in samples:
-            w.writerow([s.rel, classes[s.label], s.split, s.group_id])
-    tmp.replace(path)
-    return path
+    rows = ([s.rel, classes[s.label], s.split, s.group_id] for s in samples)
+    return atomic_write_bytes(path, csv_bytes(["path", "label", "split", "group_id"], rows))

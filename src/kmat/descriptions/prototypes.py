@@ -16,6 +16,7 @@ from torch import Tensor
 from kmat.backbone import Backbone
 from kmat.cache import cache_dir, content_hash
 from kmat.data.task import Task
+from kmat.io import atomic_save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def description_prototypes(backbone: Backbone, task: Task, descriptions: dict[st
                            use_cache: bool = True) -> Tensor:
     """Prototypes (2, C, D) for the task's (high, low) modalities, from the cache when possible."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     blocks = [[descriptions[mod.name][c] for c in task.classes] for mod in (task.high, task.low)]
     key = f"{content_hash([backbone.identity(), backbone.precision])}_{content_hash(blocks)}"
@@ -48,7 +49,5 @@ def description_prototypes(backbone: Backbone, task: Task, descriptions: dict[st
             log.warning("prototype cache entry %s unreadable (%s); recomputing", path, err)
     proto = compute_prototypes(backbone, blocks)
     if path is not None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"prototypes": proto.cpu().contiguous()}, str(tmp))
-        tmp.replace(path)
+        atomic_save_safetensors(path, {"prototypes": proto.cpu()})
     return proto.to(backbone.device)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -16,27 +14,19 @@ from kmat.data.preparers.common import (
     Row,
     natural_key,
 )
-from kmat.io import atomic_write_bytes
+from kmat.io import atomic_write_bytes, csv_bytes
 
 
 def manifest_bytes(rows: list[Row]) -> bytes:
     """The manifest CSV of ``rows`` (sorted naturally by path; ``\\n`` line ends, UTF-8)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(MANIFEST_COLUMNS)
-    for r in sorted(rows, key=lambda r: (natural_key(r.path), r.path)):
-        w.writerow(r.as_list())
-    return buf.getvalue().encode("utf-8")
+    ordered = sorted(rows, key=lambda r: (natural_key(r.path), r.path))
+    return csv_bytes(MANIFEST_COLUMNS, (r.as_list() for r in ordered), lineterminator="\n")
 
 
 def problems_bytes(problems: list[Problem]) -> bytes:
     """The skipped-file report: one CSV row per missing, ambiguous or skipped entry."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "item", "detail", "source"])
-    for p in problems:
-        w.writerow([p.kind, p.item, p.detail, p.source])
-    return buf.getvalue().encode("utf-8")
+    return csv_bytes(["kind", "item", "detail", "source"], ([p.kind, p.item, p.detail, p.source] for p in problems),
+                     lineterminator="\n")
 
 
 def sha256_bytes(data: bytes) -> str:
