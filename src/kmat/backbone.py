@@ -29,15 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kmat.errors import BackboneError  # also importable from here
+
 BIOMEDCLIP_HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 BIOMEDCLIP_SPEC = f"hf-hub:{BIOMEDCLIP_HUB_ID}"
 DEFAULT_BACKBONE = "biomedclip"
 
 log = logging.getLogger(__name__)
-
-
-class BackboneError(RuntimeError):
-    """A backbone could not be loaded or is not of a supported shape."""
 
 
 def resolve_spec(spec: str) -> str:
