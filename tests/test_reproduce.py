@@ -35,6 +35,10 @@ def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tm
     assert (out / "table2.md").read_text() == table
     assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
     assert (out / "table2.md").read_text() == table
+    capsys.readouterr()
+    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat",
+                      "--precision", "bf16", "--dry-run")
+    assert code == 0 and "pending  toy/kmat/seed1" in capsys.readouterr().out  # fp32 runs do not count for bf16
 
 
 def test_interrupted_grid_resumes(tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys):

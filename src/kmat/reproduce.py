@@ -41,7 +41,7 @@ def resolve_tasks(tasks: list[str], data_root: str | None) -> list[tuple[str, st
     return out
 
 
-def is_done(run_dir: Path, spec: RunSpec, backbone_spec: str) -> bool:
+def is_done(run_dir: Path, spec: RunSpec, backbone_spec: str, precision: str = "fp32") -> bool:
     """A run is done when its result.json exists and was made with the same settings."""
     path = run_dir / RESULT_FILE
     if not path.is_file():
@@ -52,7 +52,8 @@ def is_done(run_dir: Path, spec: RunSpec, backbone_spec: str) -> bool:
     except (OSError, json.JSONDecodeError, KeyError):
         return False
     return (res.get("method") == spec.method and res.get("seed") == spec.seed and res.get("shots") == spec.shots
-            and cfg.get("backbone") == backbone_spec and cfg.get("options", {}) == spec.options)
+            and cfg.get("backbone") == backbone_spec and cfg.get("options", {}) == spec.options
+            and cfg.get("precision", "fp32") == precision)
 
 
 def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_root: str | None = None,
@@ -67,7 +68,7 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
     for i, spec in enumerate(specs, start=1):
         run_dir = Path(spec.run_dir(out))
         name = f"{spec.task}/{spec.label}/seed{spec.seed}"
-        if is_done(run_dir, spec, backbone_spec):
+        if is_done(run_dir, spec, backbone_spec, precision):
             report.skipped.append(name)
             if dry_run:
                 log(f"[{i}/{n}] done     {name}")
