@@ -145,3 +145,12 @@ def test_figures_and_paper_table(tmp_path):
     paper = paper_table2_markdown(["skin1", "skin2", "chest", "breast"])
     assert "| Skin I | Hi | 34.6 (24.2) | 55.5 (42.3) | 56.6 (41.6) | 44.6 (32.0) | **58.3** (39.3) | 56.8 (**43.1**) |" in paper
     assert "|  | H | 31.7 (24.1) | 38.3 (30.5) | 38.0 (30.0) | 36.2 (31.1) | 42.0 (35.0) | **44.1** (**36.2**) |" in paper
+
+
+def test_grid_reads_each_task_once(tiny_model_dir, toy_task_master, tmp_path, monkeypatch):
+    real_load = reproduce_mod.load_task
+    loads = []
+    monkeypatch.setattr(reproduce_mod, "load_task", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    assert _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2",
+                      "--methods", "zeroshot", "kmat") == 0
+    assert len(loads) == 1  # 4 runs, one task: read and checked once

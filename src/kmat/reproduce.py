@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.config import RunConfig, resolve_device
-from kmat.data.task import resolve_task
+from kmat.data.task import Task, load_task, resolve_task
 from kmat.experiments import RunSpec
 from kmat.features import FeatureStore
 from kmat.io import atomic_write_json
@@ -63,6 +63,7 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
     """Run every spec not already done; never stops on a failed run (BackboneError aside)."""
     report = GridReport()
     store = FeatureStore(disk=feature_cache)
+    tasks: dict[str, Task] = {}  # each task folder read and checked once per grid
     n = len(specs)
     t_grid = time.perf_counter()
     for i, spec in enumerate(specs, start=1):
@@ -86,7 +87,9 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
                         precision=precision, feature_cache=feature_cache, show_progress=show_progress,
                         options=dict(spec.options))
         try:
-            res = run(cfg, backbone=backbone, store=store)
+            if spec.task_arg not in tasks:
+                tasks[spec.task_arg] = load_task(resolve_task(spec.task_arg, data_root))
+            res = run(cfg, backbone=backbone, store=store, task=tasks[spec.task_arg])
         except (BackboneError, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - recorded, the grid goes on

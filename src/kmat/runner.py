@@ -118,13 +118,18 @@ def _test_features(cfg: RunConfig, task: Task, backbone: Backbone,
             for role in ("high", "low")}
 
 
-def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | None = None) -> dict:
-    """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it."""
+def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | None = None,
+        task: Task | None = None) -> dict:
+    """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it.
+
+    ``backbone``, ``store`` and ``task`` (``cfg.task`` already loaded) let a grid share them between runs.
+    """
     cfg.validate()
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
-    task = load_task(resolve_task(cfg.task, cfg.data_root))
+    if task is None:
+        task = load_task(resolve_task(cfg.task, cfg.data_root))
     backbone = _backbone_for(cfg, backbone)
     if store is None:
         store = FeatureStore(disk=cfg.feature_cache)
