@@ -67,11 +67,11 @@ class Preparer:
 
 
 def generated_split(col: Collected, spec: dict, roles: tuple[str, ...], opts: dict, namespace: str,
-                    grouped_by: str, exact_totals: bool = True) -> dict[str, str]:
+                    grouped_by: str) -> dict[str, str]:
     """A generated split of the rows of ``roles`` taken together (paired rows share their split).
 
-    Ratios: ``opts["ratios"]`` if given, else the paper's counts of the first role. With one role,
-    ``exact_totals`` and as many images as the paper, the paper's per-split totals are met exactly.
+    Ratios: ``opts["ratios"]`` if given, else the paper's counts of the first role. With one role and
+    as many images as the paper, the paper's per-split totals are met exactly.
     """
     rows = [r for role in roles for r in col.rows[role]]
     expected = (spec.get("expected_counts") or {}).get(roles[0])
@@ -85,7 +85,7 @@ def generated_split(col: Collected, spec: dict, roles: tuple[str, ...], opts: di
     else:
         ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
         source = "ratios 70/15/15 %"
-    totals = expected if (exact_totals and len(roles) == 1 and not custom and expected) else None
+    totals = expected if (len(roles) == 1 and not custom and expected) else None
     got = assign_generated_splits(rows, spec["classes"], int(opts["seed"]), namespace, ratios, totals)
     if totals and sum(totals.values()) == len(rows):
         source = "the paper's exact per-split totals " + "/".join(str(totals[s]) for s in SPLITS)

@@ -158,8 +158,9 @@ class CcCciiPreparer(Preparer):
                 col.rows[role].append(Row(scans[key][stem], block["label_map"][cls], block["modality"],
                                           self.name, f"{cls}/{patient}", "", cls))
         n_ex = len(excluded & set(scans))
+        uses_k = policy == "middle_k" or (policy == "lesion_slices" and opts["normal_policy"] == "middle_k")
         col.notes.append(f"{len(scans)} scan(s) found; slice_policy={policy}"
-                         + (f", k={k}" if policy == "middle_k" or opts["normal_policy"] == "middle_k" else "")
+                         + (f", k={k}" if uses_k else "")
                          + (f"; {n_ex} scan(s) excluded by exclude_scans" if n_ex else ""))
         return col
 

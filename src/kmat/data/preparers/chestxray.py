@@ -49,7 +49,5 @@ class ChestXrayPreparer(Preparer):
     def split(self, col: Collected, spec: dict, opts: dict) -> dict[str, str]:
         if opts["split"] == "kaggle":
             return {self.roles[0]: "Kaggle's own train/test folders (no val split)"}
-        for r in col.rows[self.roles[0]]:
-            r.split = ""
         return generated_split(col, spec, self.roles, opts, "cxr_prashant268",
                                "image; Kaggle train+test pooled")

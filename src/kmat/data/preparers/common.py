@@ -140,6 +140,15 @@ def find_file(raw: Path, names: tuple[str, ...], max_depth: int = 2) -> list[Pat
     return [p for _, _, p in found]
 
 
+def given_file(raw: Path, given: object, what: str) -> Path:
+    """A file the user named: absolute, relative to the working folder, or relative to ``raw``."""
+    p = Path(str(given)).expanduser()
+    p = p if p.is_absolute() or p.exists() else raw / p
+    if not p.is_file():
+        raise PrepareError(f"{what} {p} not found")
+    return p
+
+
 def unique_shallowest(found: list[Path], raw: Path, what: str, hint: str) -> Path:
     """The single shallowest match, or a :class:`PrepareError` (none found, or several at one depth)."""
     if not found:

@@ -17,7 +17,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from kmat.data.preparers.base import Collected, Preparer, generated_split
-from kmat.data.preparers.common import PrepareError, Row, cell_str, find_file, unique_shallowest
+from kmat.data.preparers.common import (
+    PrepareError,
+    Row,
+    cell_str,
+    find_file,
+    given_file,
+    unique_shallowest,
+    walk_files,
+)
 from kmat.data.preparers.pathindex import FileIndex
 from kmat.data.preparers.tables import read_rows
 
@@ -32,11 +40,7 @@ HINT = "is this a DMID folder (TIFF Images/, Reports/, Metadata.xlsx)?"
 
 def find_metadata(raw: Path, given: object) -> Path:
     if given:
-        p = Path(str(given)).expanduser()
-        p = p if p.is_absolute() or p.exists() else raw / p
-        if not p.is_file():
-            raise PrepareError(f"DMID metadata file {p} not found")
-        return p
+        return given_file(raw, given, "DMID metadata file")
     return unique_shallowest(find_file(raw, ("Metadata.xlsx",), max_depth=2), raw, "Metadata.xlsx", HINT)
 
 
@@ -93,8 +97,9 @@ class DmidPreparer(Preparer):
         meta = find_metadata(raw, opts["metadata"])
         root = meta.parent if not opts["metadata"] else raw
         per_image, order = read_table(meta)
-        index = FileIndex(root)
-        reports = FileIndex(root, exts=frozenset({".txt"})) if opts["birads_fallback"] else None
+        files = walk_files(root)  # one walk of the tree for both indexes
+        index = FileIndex(root, files=files)
+        reports = FileIndex(root, exts=frozenset({".txt"}), files=files) if opts["birads_fallback"] else None
         role = "high_end"
         col = Collected(root=root, rows={role: []})
         lookup = {k.upper(): v for k, v in spec[role]["label_map"].items()}

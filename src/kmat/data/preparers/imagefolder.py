@@ -11,13 +11,13 @@ task, else ``ratios``, default 70/15/15). ``group_id`` = the image path without 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 
 from kmat.data.preparers.base import Collected, Preparer, generated_split
 from kmat.data.preparers.common import ROLES, PrepareError, Row
 from kmat.data.preparers.definitions import load_definition, role_of, task_names
 from kmat.data.preparers.folders import folder_lookup, scan_tree
+from kmat.data.preparers.writer import read_json
 
 ROLE_NAMES = {"high": "high_end", "high_end": "high_end", "low": "low_end", "low_end": "low_end"}
 
@@ -26,12 +26,9 @@ def _base_definition(out: Path, opts: dict) -> dict:
     name = str(opts["task"])
     if name in task_names():
         return load_definition(name)
-    existing = out / name / "task.json"
-    if existing.is_file():
-        try:
-            return json.loads(existing.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise PrepareError(f"{existing}: invalid JSON ({err})") from err
+    existing = read_json(out / name / "task.json")
+    if existing is not None:
+        return existing
     classes = opts["classes"]
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]

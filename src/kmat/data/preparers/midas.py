@@ -20,6 +20,7 @@ from kmat.data.preparers.common import (
     Row,
     cell_str,
     find_file,
+    given_file,
     norm_column,
     norm_label,
     unique_shallowest,
@@ -46,11 +47,7 @@ HINT = ("is this an MRA-MIDAS download folder? Pass metadata=PATH if you moved r
 def find_metadata(raw: Path, given: object) -> Path:
     """``release_midas.xlsx`` (or ``.csv``): the given path, else the shallowest one under ``raw``."""
     if given:
-        p = Path(str(given)).expanduser()
-        p = p if p.is_absolute() or p.exists() else raw / p
-        if not p.is_file():
-            raise PrepareError(f"MIDAS metadata file {p} not found")
-        return p
+        return given_file(raw, given, "MIDAS metadata file")
     found = find_file(raw, ("release_midas.xlsx",), max_depth=2)
     found = found or find_file(raw, ("release_midas.csv",), max_depth=2)
     return unique_shallowest(found, raw, "release_midas.xlsx (or release_midas.csv)", HINT)
