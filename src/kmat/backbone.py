@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kmat.cache import file_sha256
 from kmat.errors import BackboneError  # also importable from here
 
 BIOMEDCLIP_HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
@@ -190,16 +191,15 @@ class Backbone:
     def identity(self) -> str:
         """A string that changes whenever the weights change: spec + sha256 of the weights."""
         if self._identity is None:
-            h = hashlib.sha256()
             if self.checkpoint and Path(self.checkpoint).is_file():
-                with open(self.checkpoint, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(chunk)
+                digest = file_sha256(self.checkpoint)
             else:
+                h = hashlib.sha256()
                 for k, v in sorted(self.model.state_dict().items()):
                     h.update(k.encode())
                     h.update(v.detach().cpu().contiguous().numpy().tobytes())
-            self._identity = f"{self.name}@{h.hexdigest()[:16]}"
+                digest = h.hexdigest()
+            self._identity = f"{self.name}@{digest[:16]}"
         return self._identity
 
     # ------------------------------------------------------------------ modes

@@ -28,26 +28,13 @@ import torch
 from torch import Tensor
 
 from kmat.backbone import Backbone
+from kmat.cache import file_sha256
 from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
 from kmat.io import atomic_save_safetensors
 from kmat.progress import progress
 
 log = logging.getLogger(__name__)
-_CONTENT_HASHES: dict[tuple, str] = {}
-
-
-def content_hash(path: Path) -> str:
-    """sha256 of a file's bytes (memoised per path, size and modification time)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _CONTENT_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _CONTENT_HASHES[key] = h.hexdigest()
-    return _CONTENT_HASHES[key]
 
 
 def preprocessing_key(backbone: Backbone) -> tuple:
@@ -68,7 +55,7 @@ class FeatureStore:
     @staticmethod
     def key(backbone: Backbone, s: Sample, view: int | None, seed: int) -> tuple:
         v = None if view is None else (view, s.rel, seed)
-        return (backbone.identity(), preprocessing_key(backbone), content_hash(s.path), s.crop_border, v)
+        return (backbone.identity(), preprocessing_key(backbone), file_sha256(s.path), s.crop_border, v)
 
     # ------------------------------------------------------------------ disk layer
     def root(self) -> Path:

@@ -36,7 +36,6 @@ class PromptSuffixes(nn.Module):
             self.register_buffer("cls_embed", backbone.embed_tokens(torch.tensor([backbone.cls_id])).detach().clone())
             self.register_buffer("suffix_embed", backbone.embed_tokens(padded).detach().clone())
         self.register_buffer("suffix_mask", mask.to(self.suffix_embed.device))
-        self.suffixes = list(suffixes)
         self.max_len = backbone.context_length
 
     def forward(self, ctx: Tensor) -> tuple[Tensor, Tensor]:

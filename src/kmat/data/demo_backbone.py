@@ -49,11 +49,6 @@ def _vocabulary() -> list[str]:
     return sorted(words)
 
 
-def _to_tensor(img, mean, std) -> torch.Tensor:
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (arr - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-
-
 def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 300, epochs: int = 40,
                         batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.05,
                         show_progress: bool = True) -> Path:
@@ -61,8 +56,12 @@ def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 30
     import open_clip
 
     from kmat.backbone import _local_text_override
+    from kmat.data.images import normalize
     from kmat.tinymodel import CLIP_MEAN, CLIP_STD, write_tiny_biomedclip
 
+    for name, value in (("n_per_class", n_per_class), ("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"demo backbone: {name} must be >= 1, got {value}")
     t0 = time.perf_counter()
     folder = Path(folder).expanduser().resolve()
     words = _vocabulary()
@@ -78,7 +77,7 @@ def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 30
         for cls in synthmed.CLASSES:
             for i in range(n_per_class):
                 img, a = synthmed.sample_image(seed, role, cls, i, pool="pretrain")
-                images.append(_to_tensor(img, CLIP_MEAN, CLIP_STD))
+                images.append(normalize(img, CLIP_MEAN, CLIP_STD))
                 attrs.append(a)
     images_t = torch.stack(images)
     n = len(attrs)

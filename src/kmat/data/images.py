@@ -134,7 +134,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: unreadable or corrupt image ({err})") from err
 
 
-def _normalize(img: Image.Image, mean, std) -> Tensor:
+def normalize(img: Image.Image, mean, std) -> Tensor:
+    """An RGB image as a (3, H, W) float tensor in [0, 1], normalised by ``mean`` and ``std``."""
     return TF.normalize(TF.to_tensor(img), mean, std)
 
 
@@ -142,7 +143,7 @@ def test_transform(img: Image.Image, size: int, mean, std) -> Tensor:
     """Resize the shorter side to ``size`` (bicubic), centre-crop ``size``, normalise."""
     img = TF.resize(img, size, interpolation=InterpolationMode.BICUBIC)
     img = TF.center_crop(img, [size, size])
-    return _normalize(img, mean, std)
+    return normalize(img, mean, std)
 
 
 def view_seed(key: str, view: int, seed: int) -> int:
@@ -183,4 +184,4 @@ def train_transform(img: Image.Image, size: int, mean, std, key: str, view: int,
     gen = torch.Generator().manual_seed(view_seed(key, view, seed))
     top, left, h, w = random_resized_crop_box(img.width, img.height, gen)
     img = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=InterpolationMode.BICUBIC)
-    return _normalize(img, mean, std)
+    return normalize(img, mean, std)

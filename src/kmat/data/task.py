@@ -19,7 +19,7 @@ import csv
 import difflib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "val", "test", "excluded")
@@ -40,7 +40,6 @@ class Sample:
     label: int
     split: str
     group_id: str
-    row: dict = field(compare=False, hash=False, repr=False)
     crop_border: int = 0  # pixels cut from every border before the transforms (Derm7pt's black frame)
 
 
@@ -117,7 +116,7 @@ def _read_manifest(path: Path, root: Path, classes: list[str], label_map: dict, 
             if check_files and not img.is_file():
                 missing.append(f"{path}:{lineno}: image not found: {img}")
             group = (row.get("group_id") or "").strip() or rel
-            samples.append(Sample(img, rel, index[label], split, group, row, crop_border))
+            samples.append(Sample(img, rel, index[label], split, group, crop_border))
     if missing:
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise TaskError(f"{len(missing)} image(s) missing:\n  " + "\n  ".join(missing[:10]) + more)
