@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kmat import PRECISIONS
 from kmat.cache import file_sha256
 from kmat.errors import BackboneError  # also importable from here
 
@@ -222,8 +223,8 @@ class Backbone:
         return contextlib.nullcontext()
 
     def set_precision(self, precision: str) -> Backbone:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         return self
 
@@ -312,6 +313,7 @@ def _local_text_override(folder: Path) -> dict | None:
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
     """Load and freeze a backbone from a spec string (see module docstring)."""
     import open_clip
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.factory import _find_checkpoint_in_dir
 
     name = resolve_spec(spec)
@@ -352,7 +354,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         tokenizer=tokenizer,
         name=name,
         image_size=size,
-        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        mean=tuple(pcfg.get("mean", OPENAI_DATASET_MEAN)),
+        std=tuple(pcfg.get("std", OPENAI_DATASET_STD)),
         checkpoint=checkpoint,
     )

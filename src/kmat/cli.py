@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from kmat import __version__
+from kmat import PRECISIONS, __version__
 
 EPILOG_TRAIN = """examples:
   kmat train --task ./my_task --backbone local-dir:./tiny --epochs 2 --out runs/kmat-s1
@@ -30,7 +30,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the few-shot subset, init and order (default 1)")
     p.add_argument("--out", required=True, help="output folder of the run")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default, for fidelity) or bf16 autocast of the frozen towers (GPUs, and CPUs "
                         "with bfloat16 instructions, e.g. AVX512-BF16 or AMX)")
     p.add_argument("--no-feature-cache", action="store_true",
@@ -232,9 +232,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from kmat.predict import collect_images, load_run, predict_images
 
-    load_run(args.run)  # a clear error about the run before looking for images
+    loaded = load_run(args.run)  # a clear error about the run before looking for images
     images = collect_images(args.images)
-    preds = predict_images(args.run, images, role=args.modality, device=args.device)
+    preds = predict_images(args.run, images, role=args.modality, device=args.device, loaded=loaded)
     classes = list(preds[0].probabilities)
     if args.out:
         from kmat.io import atomic_write_bytes, csv_bytes
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--epochs", type=int, default=None, help="override every method's epochs (smoke runs)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default) or bf16 autocast of the frozen towers (GPUs, CPUs with bfloat16 instructions)")
     p.add_argument("--no-feature-cache", action="store_true", help="do not use the on-disk image-feature cache")
     p.add_argument("--out", default="kmat-results")
@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reduced (default: ViT-S/16 + 6-layer BERT, a few minutes on a CPU), full (BiomedCLIP's) "
                         "or tiny (seconds: a smoke test of the benchmark itself, its figures mean nothing)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="precision of both the kmat and the reference-style passes (default fp32)")
     p.add_argument("--repeats", type=int, default=2, help="timed repetitions of each step (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from kmat import PRECISIONS
 from kmat.backbone import DEFAULT_BACKBONE
 
 
@@ -38,8 +39,8 @@ class RunConfig:
     def validate(self) -> RunConfig:
         if self.shots < 0:
             raise ValueError(f"--shots must be >= 0 (0 = all training images), got {self.shots}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.feature_batch_size is not None and self.feature_batch_size < 1:
             raise ValueError("feature batch size must be >= 1")
         for k in ("epochs",):

@@ -63,16 +63,21 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
 
 @torch.no_grad()
 def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", backbone: Backbone | None = None,
-                   device: str = "auto", batch_size: int | None = None) -> list[Prediction]:
-    """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low")."""
+                   device: str = "auto", batch_size: int | None = None,
+                   loaded: tuple[dict, dict[str, Tensor]] | None = None) -> list[Prediction]:
+    """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
+
+    Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
+    """
     if role not in ("high", "low"):
         raise ValueError(f"modality must be 'high' or 'low', got {role!r}")
-    result, emb = load_run(run_dir)
+    result, emb = loaded if loaded is not None else load_run(run_dir)
     config = result["config"]
     classes: list[str] = config["classes"]
     if result["method"] == "cocoop":
         raise ValueError("CoCoOp builds its prompts per image; use kmat evaluate on a task folder instead")
     backbone = backbone or load_backbone(config["backbone"], device=resolve_device(device))
+    backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
     t = emb[role].to(backbone.device)
     batch_size = batch_size or encode_batch_size(backbone.device)

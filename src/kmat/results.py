@@ -177,14 +177,11 @@ def ablation_rows_common_seeds(rows: list[dict]) -> tuple[list[dict], dict[str, 
     return keep, common
 
 
-def build_tables(out: str | Path, std: bool = False, compare_paper: bool = False,
-                 tables: tuple[int, ...] = (2, 3), rows: list[dict] | None = None) -> dict[str, str]:
+def build_tables(out: Path, rows: list[dict], agg: dict, std: bool = False, compare_paper: bool = False,
+                 tables: tuple[int, ...] = (2, 3)) -> dict[str, str]:
     """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts.
-    ``rows`` (from :func:`collect`) are read from ``out`` when not given."""
-    out = Path(out)
-    rows = collect(out) if rows is None else rows
+    ``rows`` come from :func:`collect`, ``agg`` is their :func:`aggregate`."""
     write_results_csv(rows, out / "results.csv")
-    agg = aggregate(rows)
     texts: dict[str, str] = {}
     if 2 in tables:
         text = "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n" + (
@@ -210,7 +207,8 @@ def write_report(out: str | Path, tables: tuple[int, ...] = (2, 3), std: bool = 
     """Tables, ``results.csv`` and figures of the runs under ``out`` (read once), logged; returns the texts."""
     out = Path(out)
     rows = collect(out)
-    texts = build_tables(out, std=std, compare_paper=compare_paper, tables=tables, rows=rows)
+    agg = aggregate(rows)
+    texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=tables)
     for name, text in texts.items():
         log("")
         log(text.rstrip())
@@ -220,7 +218,7 @@ def write_report(out: str | Path, tables: tuple[int, ...] = (2, 3), std: bool = 
         try:
             from kmat.plots import make_figures
 
-            paths = make_figures(out, aggregate(rows))
+            paths = make_figures(out, agg)
         except RuntimeError as err:  # matplotlib missing
             log(f"figures skipped: {err}")
         else:
