@@ -167,20 +167,22 @@ def measure(arch: str = "reduced", device: str = "cpu", repeats: int = 2, shots:
     return r
 
 
-def memory_probe(arch: str, device: str, shots: int = 16, n_classes: int = 6, encode_batch: int = 64,
+def memory_probe(arch: str, device: str, shots: int = 16, n_classes: int = 6, encode_batch: int | None = None,
                  precision: str = "fp32") -> dict:
-    """Peak memory of the parts of a K-MaT run (view encoding in batches of 64, training steps)."""
+    """Peak memory of the parts of a K-MaT run (one epoch's views in kmat's batches, training steps)."""
     import resource
 
     from kmat.backbone import load_backbone
-    from kmat.config import resolve_device
+    from kmat.config import encode_batch_size, resolve_device
 
     dev = resolve_device(device)
+    encode_batch = encode_batch or encode_batch_size(dev)
     backbone = load_backbone(f"local-dir:{bench_model_dir(arch)}", device=dev).set_precision(precision)
     size = backbone.image_size
+    n_views = shots * n_classes
     with torch.no_grad():
-        feats = torch.cat([backbone.encode_images(torch.randn(encode_batch, 3, size, size))
-                           for _ in range(max(1, shots * n_classes // encode_batch))])
+        feats = torch.cat([backbone.encode_images(torch.randn(min(encode_batch, n_views - i), 3, size, size))
+                           for i in range(0, n_views, encode_batch)])
     prompt, opt, loss_of = _kmat_parts(backbone, n_classes)
     labels = torch.arange(4, device=dev) % n_classes
     for i in range(3):

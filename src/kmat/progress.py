@@ -1,4 +1,4 @@
-"""Progress bars (tqdm), silenced when not attached to a terminal unless forced."""
+"""Progress bars (tqdm) on stderr: refreshed every 5 s when stderr is not a terminal (logs stay short)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False, **kw) -> tqdm:
-    """A tqdm bar on stderr; ``KMAT_PROGRESS=0`` hides all bars, ``=1`` forces them."""
+    """A tqdm bar on stderr; ``KMAT_PROGRESS=0`` hides all bars, ``=1`` keeps the fast refresh off a terminal."""
     env = os.environ.get("KMAT_PROGRESS")
     if env == "0":
         disable = True
