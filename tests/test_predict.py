@@ -46,3 +46,12 @@ def test_predict_errors(tmp_path, capsys):
     save_file({"high": torch.zeros(3, 4), "low": torch.zeros(3, 4)}, str(tmp_path / "class_embeddings.safetensors"))
     assert main(["predict", "--run", str(tmp_path), "--images", str(tmp_path / "nope.png")]) == 2
     assert "no such image" in capsys.readouterr().err
+
+
+def test_per_image_prompt_methods_are_refused(backbone, tiny_model_dir, toy_task_master, tmp_path):
+    out = tmp_path / "cocoop"
+    run(RunConfig(task=str(toy_task_master), out=str(out), method="cocoop", backbone=f"local-dir:{tiny_model_dir}",
+                  shots=1, seed=1, device="cpu", show_progress=False, options={"epochs": 1}), backbone=backbone)
+    sample = load_task(toy_task_master).low.split("test")[0]
+    with pytest.raises(ValueError, match="builds its prompts per image"):
+        predict_images(out, [sample.path], backbone=backbone)

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -121,5 +121,4 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
 
 def recipe_from(cfg: object) -> Recipe:
     """The recipe part of a method config (its ``epochs``, ``batch_size``, ``lr``)."""
-    d = asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else dict(cfg)
-    return Recipe(epochs=int(d.get("epochs", 0)), batch_size=int(d.get("batch_size", 1)), lr=float(d.get("lr", 0.0)))
+    return Recipe(epochs=int(cfg.epochs), batch_size=int(cfg.batch_size), lr=float(cfg.lr))

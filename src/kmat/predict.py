@@ -18,6 +18,7 @@ from torch import Tensor
 from kmat.backbone import Backbone, load_backbone
 from kmat.config import encode_batch_size, resolve_device
 from kmat.data.images import IMAGE_SUFFIXES, load_image, test_transform
+from kmat.methods import get_method
 from kmat.runner import EMBEDDINGS_FILE, RESULT_FILE
 
 
@@ -74,8 +75,9 @@ def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", b
     result, emb = loaded if loaded is not None else load_run(run_dir)
     config = result["config"]
     classes: list[str] = config["classes"]
-    if result["method"] == "cocoop":
-        raise ValueError("CoCoOp builds its prompts per image; use kmat evaluate on a task folder instead")
+    if get_method(result["method"]).per_image_prompts:
+        raise ValueError(f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder "
+                         "instead")
     backbone = backbone or load_backbone(config["backbone"], device=resolve_device(device))
     backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.config import RunConfig, resolve_device
-from kmat.data.task import Task, load_task, resolve_task
+from kmat.data.task import Task, load_task, resolve_task, task_name
 from kmat.experiments import RunSpec
 from kmat.features import FeatureStore
 from kmat.io import atomic_write_json
@@ -34,10 +34,10 @@ def resolve_tasks(tasks: list[str], data_root: str | None) -> list[tuple[str, st
     for t in tasks:
         folder = resolve_task(t, data_root)
         try:
-            name = json.loads((Path(folder) / "task.json").read_text()).get("task") or Path(folder).name
+            spec = json.loads((Path(folder) / "task.json").read_text())
         except (OSError, json.JSONDecodeError):
-            name = Path(folder).name
-        out.append((name, str(folder)))
+            spec = {}  # the run reports the broken folder itself
+        out.append((task_name(Path(folder), spec), str(folder)))
     return out
 
 

@@ -160,6 +160,11 @@ def _require_split(mod: Modality, split: str, classes: list[str]) -> None:
         raise TaskError(f"{mod.manifest}: class(es) {absent} have no {split!r} image ({mod.role}-end, {mod.name})")
 
 
+def task_name(folder: Path, spec: dict) -> str:
+    """A task's name: task.json's ``task``, else its (resolved) folder's name."""
+    return spec.get("task") or Path(folder).expanduser().resolve().name
+
+
 def load_task(folder: str | Path, check_files: bool = True) -> Task:
     """Load and validate a task folder (task.json + manifests; descriptions are read lazily)."""
     folder = Path(folder).expanduser().resolve()
@@ -186,7 +191,7 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
     _require_split(low, "test", classes)
     desc = folder / spec.get("descriptions", "descriptions.json")
     return Task(
-        name=spec.get("task", folder.name),
+        name=task_name(folder, spec),
         folder=folder,
         classes=classes,
         classnames=classnames,

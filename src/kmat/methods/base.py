@@ -65,6 +65,7 @@ class Method(nn.Module):
     Config: ClassVar[type] = object
     trains: ClassVar[bool] = True  # False: nothing to learn (zero-shot)
     text_dropout: ClassVar[bool] = False  # True: text tower dropout on while training
+    per_image_prompts: ClassVar[bool] = False  # True: prompts depend on the image (no fixed class embeddings)
     # published per-dataset defaults, keyed by the *training* (high-end) dataset or the task name
     task_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -32,6 +32,7 @@ class CoCoOpConfig(SharedPromptConfig):
 class CoCoOp(SharedPromptMethod):
     name = "cocoop"
     Config = CoCoOpConfig
+    per_image_prompts = True
 
     def __init__(self, ctx: MethodContext, cfg: CoCoOpConfig) -> None:
         super().__init__(ctx, cfg)
