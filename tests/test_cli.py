@@ -82,6 +82,7 @@ def test_corrupt_image(tiny_model_dir, toy_task, tmp_path, capsys):
     victim.write_bytes(b"not a png")
     code, cap = _train(toy_task, tiny_model_dir, tmp_path / "o", capsys)
     assert code == 2 and "benign_test_001.png" in cap.err and "corrupt" in cap.err
+    assert not (tmp_path / "o").exists()  # a run that cannot read its inputs writes nothing
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -134,21 +134,22 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
     if store is None:
         store = FeatureStore(disk=cfg.feature_cache)
     timing["load_s"] = time.perf_counter() - t_start
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     method = build_method(cfg, task, backbone)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
-    write_subset(shots, task.classes, out / "fewshot_train.csv")
-    if task.high.split("val"):
-        val = sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
-        write_subset(val, task.classes, out / "fewshot_val.csv")
+    val = (sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
+           if task.high.split("val") else None)
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
     test = _test_features(cfg, task, backbone, store)
     timing["test_features_s"] = time.perf_counter() - t0
+
+    out = Path(cfg.out)  # written only once the inputs have been read
+    write_subset(shots, task.classes, out / "fewshot_train.csv")
+    if val is not None:
+        write_subset(val, task.classes, out / "fewshot_val.csv")
 
     t0 = time.perf_counter()
     feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
