@@ -1,6 +1,6 @@
 """Speed benchmark (not a test): `python benchmarks/speed.py [--arch reduced|full] [--device cpu|cuda]`.
 
-Same as `kmat bench`; see `kmat.bench` for what is measured. Results are recorded in the README.
+Same as `kmat bench`; see `kmat.tools.bench` for what is measured. Results are recorded in the README.
 """
 
 import sys

@@ -20,7 +20,7 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from kmat.tinymodel import write_tiny_biomedclip
+    from kmat.tools.tinymodel import write_tiny_biomedclip
 
     return write_tiny_biomedclip(tmp_path_factory.mktemp("tiny_model"), size="tiny", seed=0)
 
@@ -34,7 +34,7 @@ def backbone(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def toy_task_master(tmp_path_factory) -> Path:
-    from kmat.data.toy import write_toy_task
+    from kmat.tools.toy import write_toy_task
 
     return write_toy_task(tmp_path_factory.mktemp("toy_master"), n_train=6, n_val=2, n_test=3, size=40)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kmat.descriptions import generator as gen
-from kmat.descriptions import validate_descriptions
-from kmat.descriptions.generator import (
+from kmat.tools import describe as gen
+from kmat.knowledge.descriptions import validate_descriptions
+from kmat.tools.describe import (
     GeneratorError,
     backoff_delay,
     build_messages,
@@ -448,7 +448,7 @@ def test_kmat_describe_command(llm, toy_task, tmp_path, capsys, monkeypatch):
     """`kmat describe --task FOLDER` against the local server writes a loadable descriptions file."""
     from kmat.cli import main
     from kmat.data.task import load_task
-    from kmat.descriptions import load_descriptions
+    from kmat.knowledge.descriptions import load_descriptions
 
     monkeypatch.setenv("KMAT_LLM_API_KEY", KEY)
     out = toy_task / "descriptions.json"

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kmat.descriptions.prototypes as proto_mod
-from kmat.cache import cache_dir
+import kmat.knowledge.prototypes as proto_mod
 from kmat.data.task import TaskError
-from kmat.descriptions import MIN_DESCRIPTIONS, shipped_path, validate_descriptions
+from kmat.knowledge.descriptions import MIN_DESCRIPTIONS, shipped_path, validate_descriptions
+from kmat.utils.cache import cache_dir
 
 SHIPPED = {
     "skin1": (["dermoscopy", "clinical_15cm"], ["actinic_keratosis", "basal_cell_carcinoma", "melanoma",
@@ -24,7 +24,7 @@ SHIPPED = {
 
 
 def test_shipped_synthmed_descriptions_match_the_generator():
-    from kmat.data.synthmed import descriptions
+    from kmat.tools.synthmed import descriptions
 
     assert json.loads(shipped_path("synthmed").read_text()) == descriptions()
 
@@ -56,7 +56,7 @@ def test_validator_names_the_missing_class():
 
 
 def test_prototypes_formula_and_cache(backbone, loaded_toy_task, monkeypatch):
-    from kmat.descriptions import load_descriptions
+    from kmat.knowledge.descriptions import load_descriptions
 
     desc = load_descriptions(loaded_toy_task)
     p1 = proto_mod.description_prototypes(backbone, loaded_toy_task, desc)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from kmat.config import RunConfig
 from kmat.engine import Recipe
-from kmat.runner import CHECKPOINT_FILE, RESULT_FILE, evaluate_checkpoint, run
+from kmat.run.config import RunConfig
+from kmat.run.runner import CHECKPOINT_FILE, RESULT_FILE, evaluate_checkpoint, run
 
 
 def _cfg(task, out, **opts):
@@ -71,7 +71,7 @@ def test_seed_everything_asks_cuda_for_deterministic_kernels(monkeypatch):
 
     import torch
 
-    from kmat.runner import seed_everything
+    from kmat.run.runner import seed_everything
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset-me")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored to its original state afterwards

@@ -5,11 +5,11 @@ import shutil
 
 import torch
 
-from kmat.cache import cache_dir
-from kmat.config import RunConfig
 from kmat.data.task import load_task
 from kmat.features import FeatureStore, encode_samples
-from kmat.runner import run
+from kmat.run.config import RunConfig
+from kmat.run.runner import run
+from kmat.utils.cache import cache_dir
 
 
 def _cfg(task, out, cache=True, **opts):

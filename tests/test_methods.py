@@ -112,8 +112,8 @@ def test_biomedcoop_loss_equals_formula(backbone, loaded_toy_task, batch):
 
 
 def test_per_task_overrides_apply_and_user_options_win(backbone, loaded_toy_task, tmp_path):
-    from kmat.config import RunConfig
-    from kmat.runner import build_method
+    from kmat.run.config import RunConfig
+    from kmat.run.runner import build_method
 
     task = loaded_toy_task
     dataset = task.high.dataset

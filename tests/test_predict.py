@@ -6,10 +6,10 @@ import json
 import pytest
 
 from kmat.cli import main
-from kmat.config import RunConfig
 from kmat.data.task import load_task
-from kmat.predict import predict_images
-from kmat.runner import run
+from kmat.run.config import RunConfig
+from kmat.run.predict import predict_images
+from kmat.run.runner import run
 
 
 def test_predictions_match_the_runs_evaluation(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):

@@ -14,9 +14,9 @@ from fake_raw import (
     write_biomedcoop_split,
 )
 from kmat.data.images import load_image
-from kmat.data.preparers import PrepareError, list_tasks, prepare_dataset
-from kmat.data.preparers.splits import assign_generated_splits
 from kmat.data.task import TaskError, load_task
+from kmat.tools.preparers import PrepareError, list_tasks, prepare_dataset
+from kmat.tools.preparers.splits import assign_generated_splits
 
 
 def test_dmid_labels_severity_birads_and_skips(tmp_path):
@@ -90,7 +90,7 @@ def test_busi_masks_skipped_and_generated_split(tmp_path):
 
 def test_busi_full_size_split_has_the_paper_totals():
     """780 images (437/210/133) give exactly 389/155/236, per class as in BiomedCoOp's file."""
-    from kmat.data.preparers.common import Row
+    from kmat.tools.preparers.common import Row
 
     rows = [Row(f"{c}/{c} ({i}).png", c, "ultrasound", "busi", f"{c} ({i})")
             for c, n in (("benign", 437), ("malignant", 210), ("normal", 133)) for i in range(n)]

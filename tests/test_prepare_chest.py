@@ -10,8 +10,8 @@ from fake_raw import (
     read_manifest,
     split_counts,
 )
-from kmat.data.preparers import PrepareError, prepare_dataset
 from kmat.data.task import load_task
+from kmat.tools.preparers import PrepareError, prepare_dataset
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from fake_raw import make_busi, write_image
-from kmat.data.preparers import (
+from kmat.knowledge.descriptions import shipped_path, validate_descriptions
+from kmat.tools.preparers import (
     PrepareError,
     dataset_names,
     format_task_list,
@@ -15,10 +16,9 @@ from kmat.data.preparers import (
     preparer_options,
     task_names,
 )
-from kmat.data.preparers.common import Row, norm_label
-from kmat.data.preparers.pathindex import FileIndex
-from kmat.data.preparers.splits import assign_generated_splits, split_totals, target_table
-from kmat.descriptions import shipped_path, validate_descriptions
+from kmat.tools.preparers.common import Row, norm_label
+from kmat.tools.preparers.pathindex import FileIndex
+from kmat.tools.preparers.splits import assign_generated_splits, split_totals, target_table
 
 PAPER = {
     "skin1": (("dermoscopy", "clinical_15cm"), (513, 91, 135), (501, 89, 132)),

@@ -12,8 +12,8 @@ from fake_raw import (
     read_manifest,
     write_csv,
 )
-from kmat.data.preparers import PrepareError, prepare_dataset
 from kmat.data.task import load_task
+from kmat.tools.preparers import PrepareError, prepare_dataset
 
 
 @pytest.fixture()

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from fake_raw import make_busi, make_dmid, read_manifest, write_image
-from kmat.data.preparers import PrepareError, list_tasks, prepare_dataset
 from kmat.data.task import load_task
+from kmat.tools.preparers import PrepareError, list_tasks, prepare_dataset
 
 
 def test_busi_as_imagefolder_with_exclude(tmp_path):

@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from fake_raw import assert_grouped, assert_paired, make_midas, read_manifest, write_xlsx
-from kmat.data.preparers import PrepareError, prepare_dataset
 from kmat.data.task import load_task
+from kmat.tools.preparers import PrepareError, prepare_dataset
 
 CLASSES = ["actinic_keratosis", "basal_cell_carcinoma", "melanoma", "melanocytic_nevus",
            "squamous_cell_carcinoma", "seborrheic_keratosis"]

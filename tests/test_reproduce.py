@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import kmat.reproduce as reproduce_mod
+import kmat.run.grid as reproduce_mod
 from kmat.cli import main
-from kmat.experiments import ABLATION_ROWS
-from kmat.results import aggregate, collect, table2_markdown
+from kmat.report.results import aggregate, collect, table2_markdown
+from kmat.run.experiments import ABLATION_ROWS
 
 
 def _reproduce(tiny_model_dir, task, out, *extra):
@@ -134,8 +134,8 @@ def test_tables_are_computed_from_result_files(tmp_path):
 
 
 def test_figures_and_paper_table(tmp_path):
-    from kmat.plots import make_figures
-    from kmat.results import paper_table2_markdown
+    from kmat.report.plots import make_figures
+    from kmat.report.results import paper_table2_markdown
 
     _fake_result(tmp_path, "skin1", "coop", 1, {"acc": 60.0, "macro_f1": 50.0}, {"acc": 20.0, "macro_f1": 10.0})
     _fake_result(tmp_path, "skin1", "kmat", 1, {"acc": 50.0, "macro_f1": 46.0}, {"acc": 50.0, "macro_f1": 45.0})

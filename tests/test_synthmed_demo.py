@@ -8,8 +8,8 @@ import torch
 
 from kmat.backbone import load_backbone
 from kmat.cli import main
-from kmat.data.synthmed import caption, sample_image, write_synthmed
 from kmat.data.task import load_task
+from kmat.tools.synthmed import caption, sample_image, write_synthmed
 
 TINY = {"train": 4, "val": 2, "test": 3}
 
@@ -51,7 +51,7 @@ def test_modalities_differ_in_physics():
 
 @pytest.fixture(scope="module")
 def tiny_demo_backbone(tmp_path_factory):
-    from kmat.data.demo_backbone import build_demo_backbone
+    from kmat.tools.demo_backbone import build_demo_backbone
 
     return build_demo_backbone(tmp_path_factory.mktemp("demo_bb"), n_per_class=6, epochs=1, batch_size=12,
                                show_progress=False)
@@ -85,8 +85,8 @@ def test_quick_demo_on_tiny_sizes(tmp_path, capsys):
 def test_shipped_demo_backbone_is_meaningful(tmp_path):
     """The shipped demo backbone loads through local-dir: and its zero-shot accuracy on SynthMed's
     first 20 test images per class is clearly above chance (1/3) on both modalities."""
-    from kmat.data.demo_backbone import demo_backbone_dir, shipped_demo_backbone
     from kmat.features import encode_samples
+    from kmat.tools.demo_backbone import demo_backbone_dir, shipped_demo_backbone
 
     folder = shipped_demo_backbone()
     assert folder is not None and demo_backbone_dir() == folder

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from kmat.data.task import TaskError, load_task
-from kmat.descriptions import load_descriptions, validate_descriptions
+from kmat.knowledge.descriptions import load_descriptions, validate_descriptions
 
 
 def _rewrite(path, fn):

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kmat import PRECISIONS
-from kmat.cache import file_sha256
-from kmat.errors import BackboneError  # also importable from here
+from kmat.errors import BackboneError, ConfigError
+from kmat.utils.cache import file_sha256
 
 BIOMEDCLIP_HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 BIOMEDCLIP_SPEC = f"hf-hub:{BIOMEDCLIP_HUB_ID}"
@@ -40,15 +40,23 @@ DEFAULT_BACKBONE = "biomedclip"
 log = logging.getLogger(__name__)
 
 
+def shipped_demo_backbone() -> Path:
+    """The demo backbone shipped in the package (``kmat/assets/demo_backbone``)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("kmat.assets") / "demo_backbone"))
+    if not (folder / "open_clip_model.safetensors").is_file():
+        raise BackboneError(f"{folder}: the shipped demo backbone is missing (reinstall kmat)")
+    return folder
+
+
 def resolve_spec(spec: str) -> str:
     """Turn a user spec (``biomedclip``, ``demo``, ``hf-hub:..``, ``local-dir:..``) into an open_clip name."""
     spec = spec.strip()
     if spec == "biomedclip":
         return BIOMEDCLIP_SPEC
     if spec == "demo":
-        from kmat.data.demo_backbone import demo_backbone_dir  # built on first use, cached
-
-        return f"local-dir:{demo_backbone_dir()}"
+        return f"local-dir:{shipped_demo_backbone()}"
     if spec.startswith(("hf-hub:", "local-dir:")):
         return spec
     if Path(spec).is_dir() and (Path(spec) / "open_clip_config.json").is_file():
@@ -224,7 +232,7 @@ class Backbone:
 
     def set_precision(self, precision: str) -> Backbone:
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         return self
 
@@ -281,7 +289,7 @@ class Backbone:
         ``embeds``; the tower's own weights are frozen.
         """
         if embeds.shape[1] > self.context_length:
-            raise ValueError(
+            raise BackboneError(
                 f"prompt of {embeds.shape[1]} tokens exceeds the backbone's context length {self.context_length}"
             )
         mask = attention_mask.to(self.device).long()
@@ -292,7 +300,7 @@ class Backbone:
         return F.normalize(feats, dim=-1) if normalize else feats
 
 
-def _local_text_override(folder: Path) -> dict | None:
+def local_text_config(folder: Path) -> dict | None:
     """For a local-dir model whose HF text config sits in the folder, point the text tower at it.
 
     open_clip builds an HF text tower with ``AutoConfig.from_pretrained(text_cfg.hf_model_name)``;
@@ -324,7 +332,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         if not (folder / "open_clip_config.json").is_file():
             raise BackboneError(f"{folder}: not an open_clip model folder (open_clip_config.json missing)")
         name = f"local-dir:{folder}"
-        override = _local_text_override(folder)
+        override = local_text_config(folder)
         if override is not None:
             kwargs["text_cfg"] = override
         checkpoint = _find_checkpoint_in_dir(folder)

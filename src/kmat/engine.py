@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from kmat.io import atomic_save_safetensors
+from kmat.errors import CheckpointError, ConfigError, TaskError
 from kmat.methods.base import Method
-from kmat.progress import progress
+from kmat.utils.io import atomic_save_safetensors
+from kmat.utils.progress import progress
 
 
 @dataclass
@@ -64,7 +65,7 @@ def train(
     if not method.trains or recipe.epochs <= 0:
         return history
     if not params:
-        raise RuntimeError(f"method {method.name!r} has no learnable parameters")
+        raise ConfigError(f"method {method.name!r} has no learnable parameters")
     opt = torch.optim.SGD(params, lr=recipe.lr_at(0), momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     device = method.backbone.device
     bar = progress(total=recipe.epochs, desc=f"training {method.name}", unit="epoch", disable=not show_progress)
@@ -75,7 +76,7 @@ def train(
         feats, labels = train_features(epoch)
         n = len(labels)
         if n == 0:
-            raise RuntimeError("no training images")
+            raise TaskError("no training images")
         perm = epoch_permutation(n, seed, epoch)
         steps = max(1, n // recipe.batch_size)
         sums: dict[str, float] = {}
@@ -112,7 +113,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
         state = {k: fh.get_tensor(k).clone() for k in fh.keys()}  # not tied to the mapped file

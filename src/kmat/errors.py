@@ -1,14 +1,58 @@
-"""The errors that mean "bad input": the command line reports them in one line, without a traceback.
+"""kmat's errors: one hierarchy for "the input is wrong", apart from bugs.
+
+The command line turns a :class:`KmatError` into one ``kmat: error:`` line and exit status 2; any
+other exception is a bug and keeps its traceback. Library messages say what is wrong and where (the
+file, line or field); they do not name command-line flags. ``field`` names the configuration field
+at fault, when there is one, so that the command line can add the matching flag.
 
 Kept free of heavy imports (torch, open_clip), so that every command can catch them cheaply.
-``TaskError`` (kmat.data.task) and ``ImageError`` (kmat.data.images) are ``ValueError``s.
 """
 
 from __future__ import annotations
 
 
-class BackboneError(RuntimeError):
+class KmatError(Exception):
+    """Base of every error caused by input, configuration or environment (not by a bug)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConfigError(KmatError, ValueError):
+    """A run, method or grid setting is invalid (``field`` names it)."""
+
+
+class TaskError(KmatError, ValueError):
+    """A task folder, manifest or description file is invalid."""
+
+
+class ImageError(KmatError, ValueError):
+    """An image file is missing, unreadable or not an image."""
+
+
+class BackboneError(KmatError, RuntimeError):
     """A backbone could not be loaded or is not of a supported shape."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (BackboneError, FileNotFoundError, ValueError, KeyError)
+class CheckpointError(KmatError, ValueError):
+    """A checkpoint or run folder is missing, incomplete or does not match its method."""
+
+
+class RunConflictError(KmatError):
+    """A run would overwrite a run made with another configuration."""
+
+
+class PrepareError(KmatError, ValueError):
+    """A raw dataset folder cannot be turned into a manifest (the message says what and where)."""
+
+
+class GeneratorError(KmatError, RuntimeError):
+    """The description generator's endpoint failed or answered something unusable."""
+
+
+class DeviceError(KmatError, ValueError):
+    """A requested device does not exist or is not available."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (KmatError,)

@@ -28,11 +28,12 @@ import torch
 from torch import Tensor
 
 from kmat.backbone import Backbone
-from kmat.cache import file_sha256
 from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
-from kmat.io import atomic_save_safetensors
-from kmat.progress import progress
+from kmat.errors import ImageError
+from kmat.utils.cache import file_sha256
+from kmat.utils.io import atomic_save_safetensors
+from kmat.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class FeatureStore:
     # ------------------------------------------------------------------ disk layer
     def root(self) -> Path:
         if self._root is None:
-            from kmat.cache import cache_dir
+            from kmat.utils.cache import cache_dir
 
             self._root = cache_dir("features")
         self._root.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,7 @@ def encode_samples(
         if s.crop_border:
             b = s.crop_border
             if img.width <= 2 * b or img.height <= 2 * b:
-                raise ValueError(f"{s.path}: {img.width}x{img.height} image is too small for crop_border={b}")
+                raise ImageError(f"{s.path}: {img.width}x{img.height} image is too small for crop_border={b}")
             img = img.crop((b, b, img.width - b, img.height - b))
         if view is None:
             batch.append(test_transform(img, size, mean, std))

@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from kmat.data.task import Modality, Sample, Task
-from kmat.io import atomic_write_bytes, csv_bytes
-from kmat.seeding import seeded_rng
+from kmat.utils.io import atomic_write_bytes, csv_bytes
+from kmat.utils.seeding import seeded_rng
 
 
 def sample_few_shot(task: Task, mod: Modality, split: str, k: int, seed: int) -> list[Sample]:

@@ -19,12 +19,10 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from kmat.errors import ImageError
+
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-
-class ImageError(ValueError):
-    """An image file could not be read."""
 
 
 DICOM_SUFFIXES = (".dcm", ".dicom")

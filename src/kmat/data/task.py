@@ -22,13 +22,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kmat.data.definitions import load_definition, task_names
+from kmat.errors import ConfigError, TaskError
+
 SPLITS = ("train", "val", "test", "excluded")
 MODALITY_ROLES = ("high", "low")
 _ROLE_KEYS = {"high": "high_end", "low": "low_end"}
-
-
-class TaskError(ValueError):
-    """A task folder, manifest or description file is invalid."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class Task:
 
     def modality(self, role: str) -> Modality:
         if role not in MODALITY_ROLES:
-            raise ValueError(f"modality role must be 'high' or 'low', got {role!r}")
+            raise ConfigError(f"modality role must be 'high' or 'low', got {role!r}")
         return self.high if role == "high" else self.low
 
 
@@ -204,8 +203,6 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
 
 def _prepare_hint(task: str) -> str:
     """How to prepare a paper task, from its shipped definition ('' for other names)."""
-    from kmat.data.preparers.definitions import load_definition, task_names
-
     if task not in task_names():
         return ""
     spec = load_definition(task)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from kmat.errors import ConfigError
 from kmat.methods.base import Method, MethodContext
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -37,7 +38,7 @@ def available_methods() -> list[str]:
 def get_method(name: str) -> type[Method]:
     _discover()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

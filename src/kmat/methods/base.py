@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from kmat.backbone import Backbone
 from kmat.data.task import Task
+from kmat.errors import ConfigError
 
 
 @dataclass
@@ -34,7 +35,7 @@ class MethodContext:
 
     def descriptions(self) -> dict[str, dict[str, list[str]]]:
         if "descriptions" not in self._cache:
-            from kmat.descriptions import load_descriptions
+            from kmat.knowledge.descriptions import load_descriptions
 
             self._cache["descriptions"] = load_descriptions(self.task, self.min_descriptions)
         return self._cache["descriptions"]
@@ -43,7 +44,7 @@ class MethodContext:
     def prototypes(self) -> Tensor:
         """``tbar[m, i] = norm(mean_k norm(g(d_{i,k}^m)))`` for m in (high, low): shape (2, C, D)."""
         if "prototypes" not in self._cache:
-            from kmat.descriptions.prototypes import description_prototypes
+            from kmat.knowledge.prototypes import description_prototypes
 
             self._cache["prototypes"] = description_prototypes(self.backbone, self.task, self.descriptions())
         return self._cache["prototypes"]
@@ -118,5 +119,5 @@ def resolve_config(cls: type, overrides: dict[str, Any]) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no option(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{cls.__name__} has no option(s) {unknown}; known: {sorted(known)}")
     return cls(**{k: v for k, v in overrides.items() if v is not None})

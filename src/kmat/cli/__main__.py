@@ -1,0 +1,7 @@
+"""``python -m kmat.cli``."""
+
+import sys
+
+from kmat.cli import main
+
+sys.exit(main())

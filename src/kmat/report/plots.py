@@ -1,0 +1,102 @@
+"""Figures (matplotlib, imported lazily; install the ``plots`` extra).
+
+- ``per_class_low_<task>.png``: per-class accuracy on the low-end modality per method (paper Fig. 2b);
+- ``embeddings_<task>.png``: a 2-D PCA of the high- and low-end class text embeddings of K-MaT
+  with and without L_FGW (paper Fig. 2a; "without" is ablation row 5, CSC+MSC+anchor).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kmat.errors import KmatError
+from kmat.run.experiments import TABLE2_METHODS, TASK_DISPLAY
+from kmat.run.layout import EMBEDDINGS_FILE
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - optional dependency
+        raise KmatError("figures need matplotlib: pip install 'kmat[plots]'") from err
+    return plt
+
+
+def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
+    names = dict(TABLE2_METHODS)
+    labels = [lab for lab, _ in TABLE2_METHODS if (task, lab) in agg]
+    if not labels:
+        return None
+    classes = list(agg[(task, labels[0])]["per_class_low"])
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(classes)), 3.6))
+    w = 0.8 / len(labels)
+    x = np.arange(len(classes))
+    for j, lab in enumerate(labels):
+        vals = [agg[(task, lab)]["per_class_low"].get(c) or 0.0 for c in classes]
+        ax.bar(x + (j - (len(labels) - 1) / 2) * w, vals, w, label=names.get(lab, lab))
+    ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=15)
+    ax.set_ylabel("low-end accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{TASK_DISPLAY.get(task, task)}: per-class accuracy on the low-end modality")
+    ax.legend(fontsize=7, ncol=min(3, len(labels)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def embeddings_2d(out: Path, task: str, path: Path, classes: list[str] | None = None) -> Path | None:
+    from safetensors.torch import load_file
+    from sklearn.decomposition import PCA
+
+    variants = [("kmat", "K-MaT"), ("kmat-r5", "K-MaT without L_FGW")]
+    found = []
+    for lab, title in variants:
+        files = sorted((out / "runs" / task / lab).glob(f"seed*/{EMBEDDINGS_FILE}"))
+        if files:
+            found.append((title, load_file(str(files[0]))))
+    if not found:
+        return None
+    pts = np.concatenate([np.concatenate([e["high"].numpy(), e["low"].numpy()]) for _, e in found])
+    xy = PCA(n_components=2).fit_transform(pts)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    c = found[0][1]["high"].shape[0]
+    styles = [("o", "tab:blue", "^", "tab:orange"), ("o", "tab:green", "s", "tab:red")]
+    for k, (title, _) in enumerate(found):
+        seg = xy[k * 2 * c : (k + 1) * 2 * c]
+        mh, ch, ml, cl = styles[k]
+        ax.scatter(seg[:c, 0], seg[:c, 1], marker=mh, c=ch, label=f"{title}: high-end")
+        ax.scatter(seg[c:, 0], seg[c:, 1], marker=ml, c=cl, label=f"{title}: low-end")
+        for i in range(c):
+            name = classes[i].replace("_", " ") if classes and i < len(classes) else str(i)
+            ax.annotate(name, seg[i], fontsize=7)
+            ax.annotate(name, seg[c + i], fontsize=7)
+    ax.ticklabel_format(style="sci", scilimits=(-2, 2))
+    ax.set_title(f"{TASK_DISPLAY.get(task, task)}: class text embeddings (PCA)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def make_figures(out: str | Path, agg: dict) -> list[Path]:
+    """All figures for the tasks present in ``agg``; returns the written paths."""
+    out = Path(out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task in sorted({t for t, _ in agg}):
+        classes = next((list(v["per_class_low"]) for (t, _), v in agg.items() if t == task), None)
+        for p in (per_class_low(agg, task, fig_dir / f"per_class_low_{task}.png"),
+                  embeddings_2d(out, task, fig_dir / f"embeddings_{task}.png", classes)):
+            if p is not None:
+                written.append(p)
+    return written

@@ -1,0 +1,227 @@
+"""Run results -> per-run CSV and the paper's tables. Computed from ``result.json`` files only.
+
+Across seeds: mean (and std) of each run's Hi, Lo and H (H is computed per run, then averaged).
+"Avg." rows: mean over tasks of the per-task means.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from kmat.run.experiments import ABLATION_ROWS, PAPER_TASKS, TABLE2_METHODS, TASK_DISPLAY
+from kmat.utils.io import atomic_write_bytes
+
+METRIC_KEYS = [(role, m) for role in ("high", "low", "h") for m in ("acc", "macro_f1")]
+ROLE_LABEL = {"high": "Hi", "low": "Lo", "h": "H"}
+
+
+def collect(out: str | Path) -> list[dict]:
+    """One row per finished run under ``out/runs/<task>/<label>/seed<S>/result.json``."""
+    rows = []
+    for path in sorted(Path(out).glob("runs/*/*/seed*/result.json")):
+        try:
+            res = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        task, label = path.parts[-4], path.parts[-3]
+        row = {"task": task, "label": label, "method": res.get("method", label), "seed": res.get("seed"),
+               "shots": res.get("shots"), "backbone": res.get("backbone"), "path": str(path)}
+        for role, m in METRIC_KEYS:
+            row[f"{role}_{m}"] = res["metrics"][role][m]
+        row["per_class_low"] = res.get("per_class", {}).get("low", {})
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(rows: list[dict], path: str | Path) -> Path:
+    cols = ["task", "label", "method", "seed", "shots", "backbone"] + [f"{r}_{m}" for r, m in METRIC_KEYS] + ["path"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """``{(task, label): {"<role>_<metric>": (mean, std, n), "per_class_low": {class: mean}}}``."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["task"], r["label"])].append(r)
+    agg = {}
+    for key, rs in groups.items():
+        cell = {}
+        for role, m in METRIC_KEYS:
+            vals = [r[f"{role}_{m}"] for r in rs]
+            cell[f"{role}_{m}"] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+        classes = rs[0]["per_class_low"].keys()
+        cell["per_class_low"] = {}
+        for c in classes:
+            vals = [r["per_class_low"][c] for r in rs if r["per_class_low"].get(c) is not None]
+            cell["per_class_low"][c] = statistics.fmean(vals) if vals else None
+        agg[key] = cell
+    return agg
+
+
+def _task_order(tasks: set[str]) -> list[str]:
+    return [t for t in PAPER_TASKS if t in tasks] + sorted(t for t in tasks if t not in PAPER_TASKS)
+
+
+def _avg_cell(agg: dict, tasks: list[str], label: str) -> dict | None:
+    cells = [agg.get((t, label)) for t in tasks]
+    if not cells or any(c is None for c in cells):
+        return None
+    return {k: (statistics.fmean(c[k][0] for c in cells), statistics.fmean(c[k][1] for c in cells), len(cells))
+            for k in (f"{r}_{m}" for r, m in METRIC_KEYS)}
+
+
+def _fmt(v: tuple[float, float, int], std: bool, bold: bool) -> str:
+    s = f"{v[0]:.1f}" + (f"±{v[1]:.1f}" if std else "")
+    return f"**{s}**" if bold else s
+
+
+def table2_markdown(agg: dict, std: bool = False, labels: list[str] | None = None,
+                    avg_cells: dict | None = None) -> str:
+    """Paper Table 2 layout: per task rows Hi / Lo / H, a column per method, cells "acc (macro-F1)"."""
+    known = [lab for lab, _ in TABLE2_METHODS]
+    present = {lab for _, lab in agg}
+    labels = labels or [lab for lab in known if lab in present] + sorted(present - set(known) - {
+        r[0] for r in ABLATION_ROWS})
+    names = dict(TABLE2_METHODS)
+    tasks = _task_order({t for t, lab in agg if lab in labels})
+    lines = ["| Dataset | | " + " | ".join(names.get(lab, lab) for lab in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    blocks = [(TASK_DISPLAY.get(t, t), {lab: agg.get((t, lab)) for lab in labels}) for t in tasks]
+    if len(tasks) > 1:
+        blocks.append(("Avg.", avg_cells or {lab: _avg_cell(agg, tasks, lab) for lab in labels}))
+    for title, cells in blocks:
+        for i, role in enumerate(("high", "low", "h")):
+            best = {m: max((c[f"{role}_{m}"][0] for c in cells.values() if c), default=None) for m in ("acc", "macro_f1")}
+            out = []
+            for lab in labels:
+                c = cells[lab]
+                if c is None:
+                    out.append("–")
+                    continue
+                a, f = c[f"{role}_acc"], c[f"{role}_macro_f1"]
+                out.append(f"{_fmt(a, std, a[0] == best['acc'])} ({_fmt(f, std, f[0] == best['macro_f1'])})")
+            lines.append(f"| {title if i == 0 else ''} | {ROLE_LABEL[role]} | " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_table2_markdown(tasks: list[str]) -> str:
+    """The published Table 2 in the same layout (for tasks known to the paper)."""
+    from kmat.report.paper import TABLE2
+
+    def cell(c: dict) -> dict:
+        return {f"{role}_{m}": (c[role][j], 0.0, 1) for role in ("high", "low", "h")
+                for j, m in enumerate(("acc", "macro_f1"))}
+
+    shown = [t for t in tasks if t in TABLE2 and t != "avg"]
+    agg = {(t, lab): cell(c) for t in shown for lab, c in TABLE2[t].items()}
+    printed_avg = {lab: cell(c) for lab, c in TABLE2["avg"].items()} if set(shown) == set(PAPER_TASKS) else None
+    return table2_markdown(agg, avg_cells=printed_avg) if agg else "(no task of this grid is in the paper)\n"
+
+
+def table3_markdown(agg: dict, compare_paper: bool = False) -> str:
+    """Paper Table 3: per ablation row (CSC, MSC, anchor, FGW) Hi / Lo / H acc and F1, averaged over
+    tasks, and the relative improvement of H over row 1 in %."""
+    labels = [r[0] for r in ABLATION_ROWS]
+    tasks = _task_order({t for t, lab in agg if lab in labels})
+    full = [t for t in tasks if all((t, lab) in agg for lab in labels)]
+    head = ("| # | CSC | MSC | L_anchor | L_FGW | Hi ACC | Hi F1 | Lo ACC | Lo F1 | H ACC | H F1 "
+            "| Rel. Impr. ACC (%) | Rel. Impr. F1 (%) |")
+    lines = [f"Averaged over tasks: {', '.join(TASK_DISPLAY.get(t, t) for t in full) or 'none complete'}", "",
+             head, "|" + "---|" * 13]
+    base = _avg_cell(agg, full, labels[0]) if full else None
+    mark = lambda b: "✓" if b else ""  # noqa: E731
+    for i, (lab, csc, msc, anc, fgw) in enumerate(ABLATION_ROWS, start=1):
+        c = _avg_cell(agg, full, lab) if full else None
+        if c is None:
+            vals = ["–"] * 8
+        else:
+            v = [c[k][0] for k in ("high_acc", "high_macro_f1", "low_acc", "low_macro_f1", "h_acc", "h_macro_f1")]
+            rel = [100.0 * (v[4] - base["h_acc"][0]) / base["h_acc"][0] if base and base["h_acc"][0] else 0.0,
+                   100.0 * (v[5] - base["h_macro_f1"][0]) / base["h_macro_f1"][0] if base and base["h_macro_f1"][0]
+                   else 0.0]
+            vals = [f"{x:.2f}" for x in v + rel]
+        lines.append(f"| {i} | {mark(csc)} | {mark(msc)} | {mark(anc)} | {mark(fgw)} | " + " | ".join(vals) + " |")
+    if compare_paper:
+        from kmat.report.paper import TABLE3
+
+        lines += ["", "Published (K-MaT paper, Table 3, four-task average):", "", head, "|" + "---|" * 13]
+        p1 = TABLE3[labels[0]]
+        for i, (lab, csc, msc, anc, fgw) in enumerate(ABLATION_ROWS, start=1):
+            v = list(TABLE3[lab])
+            rel = [100.0 * (v[4] - p1[4]) / p1[4], 100.0 * (v[5] - p1[5]) / p1[5]]
+            lines.append(f"| {i} | {mark(csc)} | {mark(msc)} | {mark(anc)} | {mark(fgw)} | "
+                         + " | ".join(f"{x:.2f}" for x in v + rel) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_rows_common_seeds(rows: list[dict]) -> tuple[list[dict], dict[str, list[int]]]:
+    """Rows of the ablation labels, restricted per task to the seeds that every row has run
+    (so that row 8, shared with Table 2, is not averaged over more seeds than the others)."""
+    labels = [r[0] for r in ABLATION_ROWS]
+    by_task: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        if r["label"] in labels:
+            by_task[r["task"]][r["label"]].add(r["seed"])
+    common = {t: sorted(set.intersection(*(d[lab] for lab in labels))) for t, d in by_task.items()
+              if all(lab in d for lab in labels)}
+    keep = [r for r in rows if r["label"] in labels and r["seed"] in common.get(r["task"], [])]
+    return keep, common
+
+
+def build_tables(out: Path, rows: list[dict], agg: dict, std: bool = False, compare_paper: bool = False,
+                 tables: tuple[int, ...] = (2, 3)) -> dict[str, str]:
+    """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts.
+    ``rows`` come from :func:`collect`, ``agg`` is their :func:`aggregate`."""
+    write_results_csv(rows, out / "results.csv")
+    texts: dict[str, str] = {}
+    if 2 in tables:
+        text = "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n" + (
+            "± is the std over seeds (Avg.: the mean of the per-task stds)\n\n" if std else "") + table2_markdown(agg, std)
+        if compare_paper:
+            tasks = _task_order({t for t, _ in agg})
+            text += "\n## Published (K-MaT paper, Table 2)\n\n" + paper_table2_markdown(tasks)
+        atomic_write_bytes(out / "table2.md", text.encode())
+        texts["table2"] = text
+    if 3 in tables:
+        rows3, seeds = ablation_rows_common_seeds(rows)
+        note = ", ".join(f"{TASK_DISPLAY.get(t, t)}: seeds {' '.join(map(str, s))}" for t, s in sorted(seeds.items()))
+        text = ("# Table 3: ablation, mean over tasks and seeds\n\n"
+                + (f"Seeds used (those every ablation row has): {note}\n\n" if note else "")
+                + table3_markdown(aggregate(rows3), compare_paper))
+        atomic_write_bytes(out / "table3.md", text.encode())
+        texts["table3"] = text
+    return texts
+
+
+def write_report(out: str | Path, tables: tuple[int, ...] = (2, 3), std: bool = False,
+                 compare_paper: bool = False, figures: bool = True, log=print) -> dict[str, str]:
+    """Tables, ``results.csv`` and figures of the runs under ``out`` (read once), logged; returns the texts."""
+    out = Path(out)
+    rows = collect(out)
+    agg = aggregate(rows)
+    texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=tables)
+    for name, text in texts.items():
+        log("")
+        log(text.rstrip())
+        log(f"(written to {out / (name + '.md')})")
+    log(f"per-run results: {out / 'results.csv'}")
+    if figures:
+        try:
+            from kmat.report.plots import make_figures
+
+            paths = make_figures(out, agg)
+        except RuntimeError as err:  # matplotlib missing
+            log(f"figures skipped: {err}")
+        else:
+            if paths:
+                log(f"figures: {', '.join(str(p) for p in paths)}")
+    return texts

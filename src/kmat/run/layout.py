@@ -1,0 +1,113 @@
+"""Where a run keeps its files: the one module that knows the run-folder layout.
+
+A run folder (``kmat train --out DIR``, or one cell of a grid) holds::
+
+    result.json                     metrics, every resolved setting, history (see kmat.run.schema)
+    config.json                     the run configuration, re-runnable with ``kmat train --config``
+    checkpoint.safetensors          the learned parameters, with the configuration in its metadata
+    class_embeddings.safetensors    the final class embeddings per modality role (deployment, figures)
+    fewshot_train.csv, fewshot_val.csv   the few-shot subsets the run used
+    error.json                      only a failed grid run: the error and its traceback
+
+A grid writes its runs to ``OUT/runs/<task>/<label>/<shots>shot[-<tag>]/seed<S>``: ``label`` is the
+method or ablation row, ``tag`` a short, readable list of the options given on top of the method's
+defaults (so a K-shot curve or a lambda sweep can share one output folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+EMBEDDINGS_FILE = "class_embeddings.safetensors"
+FEWSHOT_TRAIN_FILE = "fewshot_train.csv"
+FEWSHOT_VAL_FILE = "fewshot_val.csv"
+ERROR_FILE = "error.json"
+RUNS_DIR = "runs"
+MAX_TAG_CHARS = 60
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run folder."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, folder: str | Path) -> RunLayout:
+        return cls(Path(folder))
+
+    @property
+    def result(self) -> Path:
+        return self.folder / RESULT_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.folder / CONFIG_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        return self.folder / EMBEDDINGS_FILE
+
+    @property
+    def fewshot_train(self) -> Path:
+        return self.folder / FEWSHOT_TRAIN_FILE
+
+    @property
+    def fewshot_val(self) -> Path:
+        return self.folder / FEWSHOT_VAL_FILE
+
+    @property
+    def error(self) -> Path:
+        return self.folder / ERROR_FILE
+
+    def exists(self) -> bool:
+        """Whether a finished run is here (its ``result.json`` is written last)."""
+        return self.result.is_file()
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if isinstance(v, int | str) else json.dumps(v, sort_keys=True)
+
+
+def options_tag(options: Mapping[str, Any]) -> str:
+    """``"epochs=2,lambda_fgw=0.5"``: the options sorted by name, file-name safe; "" for none.
+
+    A tag longer than :data:`MAX_TAG_CHARS` keeps its start and gets a hash of the whole.
+    """
+    text = ",".join(f"{k}={_value_text(v)}" for k, v in sorted(options.items()))
+    text = "".join(c if c.isalnum() or c in "=,.+-_" else "_" for c in text)
+    if len(text) > MAX_TAG_CHARS:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        text = f"{text[: MAX_TAG_CHARS - 9]}~{digest}"
+    return text
+
+
+def grid_run_dir(out: str | Path, task: str, label: str, shots: int, seed: int,
+                 options: Mapping[str, Any] | None = None) -> Path:
+    """``OUT/runs/<task>/<label>/<shots>shot[-<tag>]/seed<S>``."""
+    tag = options_tag(options or {})
+    setting = f"{shots}shot" + (f"-{tag}" if tag else "")
+    return Path(out) / RUNS_DIR / task / label / setting / f"seed{seed}"
+
+
+def iter_grid_runs(out: str | Path) -> Iterator[tuple[str, str, str, RunLayout]]:
+    """``(task, label, setting, layout)`` of every finished run under ``OUT/runs``, sorted."""
+    for path in sorted(Path(out).glob(f"{RUNS_DIR}/*/*/*/seed*/{RESULT_FILE}")):
+        folder = path.parent
+        yield folder.parts[-4], folder.parts[-3], folder.parts[-2], RunLayout(folder)

@@ -1,0 +1,96 @@
+"""Deployment: classify new images with the prompts a run learned.
+
+A run folder keeps the learned class embeddings of both modalities
+(``class_embeddings.safetensors``) beside ``result.json``; predicting a low-end image is
+``softmax(s * f . t^L)`` with the frozen image tower, and needs neither the training data nor the
+task folder. (CoCoOp builds its prompts per image and is re-built from its checkpoint instead.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from kmat.backbone import Backbone, load_backbone
+from kmat.data.images import IMAGE_SUFFIXES, load_image, test_transform
+from kmat.errors import CheckpointError, ConfigError, ImageError
+from kmat.methods import get_method
+from kmat.run.config import encode_batch_size, resolve_device
+from kmat.run.layout import EMBEDDINGS_FILE, RESULT_FILE
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    probabilities: dict[str, float]
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files given directly or found (recursively, sorted) in the given folders."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ImageError(f"{p}: no such image file or folder")
+    if not out:
+        raise ImageError(f"no images found in {[str(i) for i in inputs]}")
+    return out
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """``(result, class_embeddings)`` of a finished run folder."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RESULT_FILE).is_file():
+        raise CheckpointError(f"{run_dir}: no {RESULT_FILE} (is this a finished kmat train run?)")
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    emb_path = run_dir / EMBEDDINGS_FILE
+    if not emb_path.is_file():
+        raise CheckpointError(f"{emb_path}: missing; re-run kmat train to write it")
+    try:
+        return result, {k: v.clone() for k, v in load_file(str(emb_path)).items()}
+    except Exception as err:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"{emb_path}: unreadable ({err}); re-run kmat train to rewrite it") from err
+
+
+@torch.no_grad()
+def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", backbone: Backbone | None = None,
+                   device: str = "auto", batch_size: int | None = None,
+                   loaded: tuple[dict, dict[str, Tensor]] | None = None) -> list[Prediction]:
+    """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
+
+    Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
+    """
+    if role not in ("high", "low"):
+        raise ConfigError(f"modality must be 'high' or 'low', got {role!r}")
+    result, emb = loaded if loaded is not None else load_run(run_dir)
+    config = result["config"]
+    classes: list[str] = config["classes"]
+    if get_method(result["method"]).per_image_prompts:
+        raise ConfigError(f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder "
+                         "instead")
+    backbone = backbone or load_backbone(config["backbone"], device=resolve_device(device))
+    backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
+    scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
+    t = emb[role].to(backbone.device)
+    batch_size = batch_size or encode_batch_size(backbone.device)
+    preds: list[Prediction] = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i : i + batch_size]
+        x = torch.stack([test_transform(load_image(p), backbone.image_size, backbone.mean, backbone.std)
+                         for p in chunk])
+        probs = torch.softmax(scale * backbone.encode_images(x) @ t.T, dim=-1).cpu()
+        for p, row in zip(chunk, probs, strict=True):
+            preds.append(Prediction(str(p), classes[int(row.argmax())],
+                                    {c: round(float(v), 6) for c, v in zip(classes, row, strict=True)}))
+    return preds

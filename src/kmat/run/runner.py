@@ -1,0 +1,198 @@
+"""One run end to end: task -> few-shot subset -> frozen features -> method -> engine -> result.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kmat import __version__
+from kmat.backbone import Backbone, load_backbone
+from kmat.data.fewshot import sample_few_shot, write_subset
+from kmat.data.task import Task, load_task, resolve_task
+from kmat.engine import load_checkpoint, recipe_from, save_checkpoint, train
+from kmat.errors import CheckpointError
+from kmat.features import FeatureStore, TrainFeatures, encode_samples
+from kmat.methods import get_method
+from kmat.methods.base import Method, MethodContext, resolve_config
+from kmat.metrics import classification_metrics, cross_modal_summary
+from kmat.run.config import RunConfig, encode_batch_size, resolve_device
+from kmat.run.layout import CHECKPOINT_FILE, EMBEDDINGS_FILE, RESULT_FILE
+from kmat.utils.io import atomic_save_safetensors, atomic_write_json
+
+
+def save_embeddings(method: Method, path: Path) -> None:
+    """The final class embeddings per modality role (for figures), written atomically."""
+    atomic_save_safetensors(path, {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()})
+
+
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
+    """Seed Python, NumPy and torch; on CUDA also ask for deterministic kernels.
+
+    CUDA: cuDNN autotuning off, deterministic algorithms where torch has them (a warning, not an
+    error, where it has none) and cuBLAS's fixed workspace (read when its handle is created).
+    """
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if device is not None and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def versions() -> dict[str, str]:
+    import open_clip
+    import ot
+    import transformers
+
+    return {"kmat": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "open_clip": open_clip.__version__, "transformers": transformers.__version__, "pot": ot.__version__}
+
+
+def build_method(cfg: RunConfig, task: Task, backbone: Backbone) -> Method:
+    cls = get_method(cfg.method)
+    published = {**cls.task_overrides.get(task.name, {}), **cls.task_overrides.get(task.high.dataset, {})}
+    mcfg = resolve_config(cls.Config, {**published, **cfg.options})
+    ctx = MethodContext(backbone=backbone, task=task, min_descriptions=cfg.min_descriptions)
+    torch.manual_seed(cfg.seed)  # prompt initialisation depends on the seed only
+    return cls(ctx, mcfg)
+
+
+@torch.no_grad()
+def evaluate(method: Method, test: dict[str, tuple[torch.Tensor, torch.Tensor]], task: Task) -> dict:
+    """Metrics on the high-end test split (high-end prompts) and the low-end one (low-end prompts)."""
+    per_role = {}
+    for role, (feats, labels) in test.items():
+        logits = method.predict_logits(feats, role)
+        per_role[role] = classification_metrics(labels.numpy(), logits.argmax(dim=1).numpy(), task.num_classes)
+    return per_role
+
+
+def _result(cfg: RunConfig, task: Task, backbone: Backbone, method: Method, per_role: dict,
+            timing: dict, history: list[dict]) -> dict:
+    return {
+        "method": cfg.method,
+        "task": task.name,
+        "shots": cfg.shots,
+        "seed": cfg.seed,
+        "backbone": backbone.name,
+        "config": {**_checkpoint_config(cfg, method), "task_folder": str(task.folder), "classes": task.classes,
+                   "modalities": {"high": task.high.name, "low": task.low.name},
+                   "backbone_identity": backbone.identity()},
+        "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
+        "per_class": {role: dict(zip(task.classes, m["per_class_acc"], strict=True)) for role, m in per_role.items()},
+        "confusion": {role: m["confusion"] for role, m in per_role.items()},
+        "n_test": {role: m["n"] for role, m in per_role.items()},
+        "history": history,
+        "timing": timing,
+        "versions": versions(),
+    }
+
+
+def _backbone_for(cfg: RunConfig, backbone: Backbone | None) -> Backbone:
+    """The run's backbone (loaded, or the given one moved) on its device and precision."""
+    device = resolve_device(cfg.device)
+    backbone = load_backbone(cfg.backbone, device=device) if backbone is None else backbone.to(device)
+    return backbone.set_precision(cfg.precision)
+
+
+def _encode_batch(cfg: RunConfig, backbone: Backbone) -> int:
+    return cfg.feature_batch_size or encode_batch_size(backbone.device)
+
+
+def _test_features(cfg: RunConfig, task: Task, backbone: Backbone,
+                   store: FeatureStore) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Features and labels of both test splits (high-end and low-end)."""
+    return {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=_encode_batch(cfg, backbone),
+                                 desc=f"{role}-end test images", show_progress=cfg.show_progress, store=store)
+            for role in ("high", "low")}
+
+
+def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | None = None,
+        task: Task | None = None) -> dict:
+    """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it.
+
+    ``backbone``, ``store`` and ``task`` (``cfg.task`` already loaded) let a grid share them between runs.
+    """
+    cfg.validate()
+    t_start = time.perf_counter()
+    timing: dict[str, float] = {}
+    seed_everything(cfg.seed, resolve_device(cfg.device))
+    if task is None:
+        task = load_task(resolve_task(cfg.task, cfg.data_root))
+    backbone = _backbone_for(cfg, backbone)
+    if store is None:
+        store = FeatureStore(disk=cfg.feature_cache)
+    timing["load_s"] = time.perf_counter() - t_start
+
+    t0 = time.perf_counter()
+    method = build_method(cfg, task, backbone)
+    shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
+    val = (sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
+           if task.high.split("val") else None)
+    timing["setup_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
+    test = _test_features(cfg, task, backbone, store)
+    timing["test_features_s"] = time.perf_counter() - t0
+
+    out = Path(cfg.out)  # written only once the inputs have been read
+    write_subset(shots, task.classes, out / "fewshot_train.csv")
+    if val is not None:
+        write_subset(val, task.classes, out / "fewshot_val.csv")
+
+    t0 = time.perf_counter()
+    feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
+                          batch_size=_encode_batch(cfg, backbone), show_progress=cfg.show_progress, store=store)
+    history = train(method, feats, recipe_from(method.cfg), seed=cfg.seed, show_progress=cfg.show_progress)
+    timing["train_s"] = time.perf_counter() - t0
+    save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
+
+    t0 = time.perf_counter()
+    per_role = evaluate(method, test, task)
+    save_embeddings(method, out / EMBEDDINGS_FILE)
+    timing["eval_s"] = time.perf_counter() - t0
+    timing["total_s"] = time.perf_counter() - t_start
+    result = _result(cfg, task, backbone, method, per_role, timing, history)
+    atomic_write_json(out / RESULT_FILE, result)
+    return result
+
+
+def _checkpoint_config(cfg: RunConfig, method: Method) -> dict:
+    return {**cfg.to_dict(), "method_config": dataclasses.asdict(method.cfg)}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, backbone: Backbone | None = None,
+                        task: str | None = None, data_root: str | None = None) -> dict:
+    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block."""
+    state, saved = load_checkpoint(checkpoint)
+    if not saved:
+        raise CheckpointError(f"{checkpoint}: no run configuration in the checkpoint metadata")
+    method_config = saved.pop("method_config", {})
+    cfg = RunConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}})
+    cfg.options = {**method_config}
+    if task is not None:
+        cfg.task = task
+    if data_root is not None:
+        cfg.data_root = data_root
+    task_obj = load_task(resolve_task(cfg.task, cfg.data_root))
+    backbone = _backbone_for(cfg, backbone)
+    method = build_method(cfg, task_obj, backbone)
+    missing = set(method.learnable_state()) ^ set(state)
+    if missing:
+        raise CheckpointError(f"{checkpoint}: parameters do not match method {cfg.method!r}: {sorted(missing)}")
+    own = dict(method.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v.to(own[k].device))
+    test = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache))
+    per_role = evaluate(method, test, task_obj)
+    return cross_modal_summary(per_role["high"], per_role["low"])

@@ -1,0 +1,164 @@
+"""The demo backbone: a small BiomedCLIP-family model pre-trained on SynthMed image-caption pairs.
+
+Architecture (``kmat.tools.tinymodel.ARCHS["demo"]``): open_clip ViT image tower (64 px, patch 8, width
+96, 4 layers) and a BERT text tower (3 layers, width 96) with CLS pooling and an MLP projection
+to 64-d, its own word-piece vocabulary. It is trained contrastively (symmetric InfoNCE, learnable
+temperature) on images of **both** SynthMed modalities drawn from a pre-training pool disjoint from
+the benchmark's splits, with captions generated from each image's rendered attributes; a fifth
+of the captions name the class (3 % are short
+"modality + class name" captions). The result is saved in open_clip ``local-dir`` format and loaded
+through the same code path as BiomedCLIP.
+
+Build it with ``kmat demo-backbone --out DIR`` (seeded, documented defaults). The package ships the
+copy built with the defaults (``kmat/assets/demo_backbone``, 2-3 MB); without it, ``kmat demo``
+builds it on first use into ``$KMAT_CACHE/demo_backbone-v1`` and reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kmat.errors import BackboneError, ConfigError
+from kmat.tools import synthmed
+from kmat.utils.cache import cache_dir, content_hash
+from kmat.utils.progress import progress
+
+VERSION = "v1"
+DEFAULTS = {"seed": 0, "n_per_class": 300, "epochs": 40, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05}
+
+
+def _vocabulary() -> list[str]:
+    words: set[str] = set()
+    texts = [t for block in synthmed.descriptions().values() for sents in block.values() for t in sents]
+    texts += list(synthmed.CLASSNAMES.values()) + ["a photo of a", "mammogram sonogram"]
+    for t in texts:
+        words.update(re.findall(r"[a-z0-9]+", t.lower()))
+    rng = np.random.default_rng(0)
+    for cls in synthmed.CLASSES:
+        for role in ("high", "low"):
+            for i in range(40):
+                _, a = synthmed.sample_image(0, role, cls, i, pool="vocab", size=16)
+                words.update(re.findall(r"[a-z0-9]+", synthmed.caption(a, rng, True).lower()))
+    return sorted(words)
+
+
+def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 300, epochs: int = 40,
+                        batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.05,
+                        show_progress: bool = True) -> Path:
+    """Pre-train the demo backbone and write it to ``folder`` (see module docstring)."""
+    import open_clip
+
+    from kmat.backbone import local_text_config
+    from kmat.data.images import normalize
+    from kmat.tools.tinymodel import CLIP_MEAN, CLIP_STD, write_tiny_biomedclip
+
+    for name, value in (("n_per_class", n_per_class), ("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"demo backbone: {name} must be >= 1, got {value}")
+    t0 = time.perf_counter()
+    folder = Path(folder).expanduser().resolve()
+    words = _vocabulary()
+    write_tiny_biomedclip(folder, size="demo", seed=seed, extra_words=words)
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}",
+                                                         text_cfg=local_text_config(folder))
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    images, attrs = [], []
+    for role in ("high", "low"):
+        for cls in synthmed.CLASSES:
+            for i in range(n_per_class):
+                img, a = synthmed.sample_image(seed, role, cls, i, pool="pretrain")
+                images.append(normalize(img, CLIP_MEAN, CLIP_STD))
+                attrs.append(a)
+    images_t = torch.stack(images)
+    n = len(attrs)
+    steps_per_epoch = max(1, n // batch_size)
+    total = steps_per_epoch * epochs
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    model.train()
+    bar = progress(total=total, desc="pre-training demo backbone", unit="step", disable=not show_progress)
+    step = 0
+    for _epoch in range(epochs):
+        perm = torch.from_numpy(rng.permutation(n))
+        for s in range(steps_per_epoch):
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            caps = []
+            for i in idx.tolist():
+                u = rng.random()  # 3 % short "modality + class" captions, 17 % full with class, 80 % without
+                caps.append(synthmed.caption(attrs[i], rng, with_class=u < 0.2, short=u < 0.03))
+            ids = tokenizer(caps)
+            ids = ids[:, : int((ids != 0).any(0).nonzero().max()) + 1]
+            warm = min(1.0, (step + 1) / (0.05 * total))
+            for g in opt.param_groups:
+                g["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / total))
+            img_f = F.normalize(model.encode_image(images_t[idx]), dim=-1)
+            txt_f = F.normalize(model.encode_text(ids), dim=-1)
+            logits = model.logit_scale.exp().clamp(max=100) * img_f @ txt_f.T
+            target = torch.arange(len(idx))
+            loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+    bar.close()
+    model.eval()
+    write_tiny_biomedclip(folder, size="demo", seed=seed, extra_words=words, state_dict=model.state_dict())
+    info = {"version": VERSION, "seed": seed, "n_per_class": n_per_class, "epochs": epochs, "batch_size": batch_size,
+            "lr": lr, "weight_decay": weight_decay, "final_loss": float(loss.item()),
+            "seconds": round(time.perf_counter() - t0, 1)}
+    (folder / "kmat_demo_backbone.json").write_text(json.dumps(info, indent=2))
+    return folder
+
+
+def shipped_demo_backbone() -> Path | None:
+    """The copy shipped in the package, if it was built by this builder with :data:`DEFAULTS`."""
+    from kmat.backbone import shipped_demo_backbone as shipped_folder
+
+    try:
+        folder = shipped_folder()
+    except BackboneError:
+        return None
+    info = folder / "kmat_demo_backbone.json"
+    if not info.is_file():
+        return None
+    meta = json.loads(info.read_text())
+    return folder if meta.get("version") == VERSION and all(meta.get(k) == v for k, v in DEFAULTS.items()) else None
+
+
+def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path:
+    """The demo backbone: the shipped copy, else built on first use (about two minutes on a 2-core
+    CPU) and cached. ``overrides`` of :data:`DEFAULTS` (e.g. a tiny ``n_per_class`` for tests) are
+    built into their own cache folder. ``log`` (a print-like function) hears when a build starts.
+    """
+    params = {**DEFAULTS, **overrides}
+    if params == DEFAULTS and (shipped := shipped_demo_backbone()) is not None:
+        return shipped
+    name = f"demo_backbone-{VERSION}" if params == DEFAULTS else f"demo_backbone-{VERSION}-{content_hash(params)}"
+    folder = cache_dir() / name
+    if not (folder / "kmat_demo_backbone.json").is_file():
+        tmp = folder.with_name(folder.name + ".partial")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        if log is not None:
+            log(f"[backbone] pre-training a demo backbone on SynthMed captions into {folder} (once; cached) ...")
+        build_demo_backbone(tmp, show_progress=show_progress, **params)
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        tmp.rename(folder)  # never leave a half-built model where a finished one is expected
+    return folder

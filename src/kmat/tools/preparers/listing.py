@@ -1,0 +1,121 @@
+"""Which tasks exist and which of their modalities are prepared under a data root (``kmat tasks``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from kmat.data.definitions import load_definition, task_names
+from kmat.tools.preparers.common import ROLES, SPLITS
+from kmat.tools.preparers.writer import sha256_file
+
+
+@dataclass
+class ModalityStatus:
+    """One modality of a task under a data root."""
+
+    role: str  # high_end / low_end
+    modality: str
+    dataset: str
+    preparer: str  # the prepare_dataset name that writes it
+    manifest: Path | None
+    state: str  # prepared | not prepared | manifest missing | modified (checksum differs) | unreadable
+    counts: dict[str, int]  # split -> images (empty unless the manifest is readable)
+    expected: dict[str, int] | None  # the paper's
+    root: str | None  # raw folder recorded at preparation
+
+    @property
+    def prepared(self) -> bool:
+        return self.state == "prepared"
+
+
+@dataclass
+class TaskStatus:
+    """A task: where its data is expected and the state of both modalities."""
+
+    task: str
+    folder: Path | None
+    shipped: bool
+    high: ModalityStatus
+    low: ModalityStatus
+
+    @property
+    def prepared(self) -> bool:
+        return self.high.prepared and self.low.prepared
+
+
+def _count(manifest: Path) -> dict[str, int] | None:
+    try:
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            c = Counter((r.get("split") or "").strip() for r in csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return {s: c.get(s, 0) for s in (*SPLITS, "excluded") if s in SPLITS or c.get(s)}
+
+
+def _modality(spec: dict, role: str, folder: Path | None) -> ModalityStatus:
+    block = spec.get(role) if isinstance(spec.get(role), dict) else {}
+    expected = (spec.get("expected_counts") or {}).get(role)
+    manifest = folder / block["manifest"] if folder and block.get("manifest") else None
+    state, counts = "not prepared", {}
+    if manifest is not None and "root" in block:
+        recorded = (spec.get("manifest_sha256") or {}).get(block["manifest"])
+        got = _count(manifest) if manifest.is_file() else None
+        if not manifest.is_file():
+            state = "manifest missing"
+        elif got is None:
+            state = "unreadable"
+        else:
+            counts = got
+            state = "prepared" if recorded in (None, sha256_file(manifest)) else "modified (checksum differs)"
+    return ModalityStatus(role, block.get("modality", "?"), block.get("dataset", "?"),
+                          block.get("preparer", block.get("dataset", "?")), manifest, state, counts,
+                          expected, block.get("root"))
+
+
+def _spec(folder: Path | None, name: str) -> dict:
+    if folder is not None and (folder / "task.json").is_file():
+        try:
+            doc = json.loads((folder / "task.json").read_text(encoding="utf-8"))
+            if isinstance(doc, dict):
+                return doc
+        except json.JSONDecodeError:
+            pass
+    return load_definition(name) if name in task_names() else {"task": name}
+
+
+def list_tasks(data_root: str | Path | None = None) -> list[TaskStatus]:
+    """The shipped tasks, then any other task folder under ``data_root`` (default ``$KMAT_DATA``),
+    each with the folder its data is expected in and the state and counts of both modalities."""
+    root = data_root if data_root is not None else os.environ.get("KMAT_DATA")
+    base = Path(root).expanduser().resolve() if root else None
+    names = task_names()
+    if base is not None and base.is_dir():
+        extra = sorted(p.name for p in base.iterdir() if (p / "task.json").is_file() and p.name not in names)
+        names = names + extra
+    out = []
+    for name in names:
+        folder = base / name if base is not None else None
+        spec = _spec(folder, name)
+        out.append(TaskStatus(name, folder, name in task_names(), _modality(spec, ROLES[0], folder),
+                              _modality(spec, ROLES[1], folder)))
+    return out
+
+
+def format_task_list(rows: list[TaskStatus]) -> str:
+    """A plain-text table of :func:`list_tasks` rows (counts as train/val/test, paper in brackets)."""
+    head = f"{'task':<8} {'role':<5} {'modality':<14} {'prepare with':<13} {'state':<16} {'train/val/test':<20} paper"
+    lines = [head]
+    for t in rows:
+        for m in (t.high, t.low):
+            got = "/".join(str(m.counts.get(s, 0)) for s in SPLITS) if m.counts else "-"
+            paper = "/".join(str(m.expected.get(s, 0)) for s in SPLITS) if m.expected else "-"
+            role = m.role.split("_")[0]
+            lines.append(f"{t.task:<8} {role:<5} {m.modality:<14} {m.preparer:<13} {m.state:<16} {got:<20} {paper}")
+        where = str(t.folder) if t.folder else "(no data root: set KMAT_DATA or pass one)"
+        lines.append(f"{'':<8} folder: {where}{'  [ready]' if t.prepared else ''}")
+    return "\n".join(lines)
