@@ -52,10 +52,25 @@ def write_xlsx(path: Path, rows: list[list[object]]) -> Path:
 # --------------------------------------------------------------------------------------- Derm7pt
 
 DERM7PT_COLUMNS = [
-    "case_num", "diagnosis", "seven_point_score", "pigment_network", "streaks", "pigmentation",
-    "regression_structures", "dots_and_globules", "blue_whitish_veil", "vascular_structures",
-    "level_of_diagnostic_difficulty", "elevation", "location", "sex", "management", "clinic", "derm",
-    "case_id", "notes",
+    "case_num",
+    "diagnosis",
+    "seven_point_score",
+    "pigment_network",
+    "streaks",
+    "pigmentation",
+    "regression_structures",
+    "dots_and_globules",
+    "blue_whitish_veil",
+    "vascular_structures",
+    "level_of_diagnostic_difficulty",
+    "elevation",
+    "location",
+    "sex",
+    "management",
+    "clinic",
+    "derm",
+    "case_id",
+    "notes",
 ]
 # (raw diagnosis, class key, image folder) x 6 cases each
 DERM7PT_DIAGNOSES = [
@@ -91,15 +106,28 @@ def make_derm7pt(root: Path) -> dict:
             write_image(rel / "images" / clinic_disk, case)
             write_image(rel / "images" / derm_disk, case + 100)
             row = {c: "" for c in DERM7PT_COLUMNS}
-            row.update(case_num=case, diagnosis=diag, clinic=clinic_meta, derm=derm_meta, case_id=f"c{case}",
-                       seven_point_score=0, location="back", sex="female", management="excision")
+            row.update(
+                case_num=case,
+                diagnosis=diag,
+                clinic=clinic_meta,
+                derm=derm_meta,
+                case_id=f"c{case}",
+                seven_point_score=0,
+                location="back",
+                sex="female",
+                management="excision",
+            )
             rows.append([row[c] for c in DERM7PT_COLUMNS])
             if split != "none":
                 idx[split].append(n)
             cases.append((case, cls, split if split != "none" else "excluded"))
             n += 1
     write_csv(rel / "meta" / "meta.csv", DERM7PT_COLUMNS, rows)
-    for split, fname in (("train", "train_indexes.csv"), ("val", "valid_indexes.csv"), ("test", "test_indexes.csv")):
+    for split, fname in (
+        ("train", "train_indexes.csv"),
+        ("val", "valid_indexes.csv"),
+        ("test", "test_indexes.csv"),
+    ):
         write_csv(rel / "meta" / fname, ["indexes"], [[i] for i in idx[split]])
     return {"root": rel, "cases": cases}
 
@@ -107,10 +135,25 @@ def make_derm7pt(root: Path) -> dict:
 # ------------------------------------------------------------------------------------------ MIDAS
 
 MIDAS_COLUMNS = [
-    None, "midas_record_id", "midas_file_name", "midas_iscontrol", "midas_distance", "midas_location",
-    "midas_path", "midas_pathreport", "midas_gender", "midas_age", "midas_fitzpatrick", "midas_melanoma",
-    "midas_ethnicity", "midas_race", "clinical_impression_1", "clinical_impression_2",
-    "clinical_impression_3", "length_(mm)", "width_(mm)",
+    None,
+    "midas_record_id",
+    "midas_file_name",
+    "midas_iscontrol",
+    "midas_distance",
+    "midas_location",
+    "midas_path",
+    "midas_pathreport",
+    "midas_gender",
+    "midas_age",
+    "midas_fitzpatrick",
+    "midas_melanoma",
+    "midas_ethnicity",
+    "midas_race",
+    "clinical_impression_1",
+    "clinical_impression_2",
+    "clinical_impression_3",
+    "length_(mm)",
+    "width_(mm)",
 ]
 MIDAS_CLASSES = [
     ("malignant- ak", "actinic_keratosis"),
@@ -136,8 +179,15 @@ def make_midas(root: Path, patients_per_class: int = 6) -> dict:
     counter = [0]
     expected = {"dermoscopy": {}, "clinical_15cm": {}}
 
-    def lesion(record: int, path: str, location: str, control: str = "no", length: float = 5.0,
-               distances=DISTANCES, label_variant: str | None = None) -> None:
+    def lesion(
+        record: int,
+        path: str,
+        location: str,
+        control: str = "no",
+        length: float = 5.0,
+        distances=DISTANCES,
+        label_variant: str | None = None,
+    ) -> None:
         for dist in distances:
             counter[0] += 1
             k = counter[0]
@@ -149,8 +199,29 @@ def make_midas(root: Path, patients_per_class: int = 6) -> dict:
                 disk = name[:-4] + "_cropped.jpg"
             write_image(img_dir / disk, k)
             shown = label_variant if label_variant is not None else path
-            rows.append([k - 1, record, name, control, dist, location, shown, "report text", "F", 50, 2,
-                         "no", "x", "y", "1-benign-melanocytic nevus", None, None, length, 4.0])
+            rows.append(
+                [
+                    k - 1,
+                    record,
+                    name,
+                    control,
+                    dist,
+                    location,
+                    shown,
+                    "report text",
+                    "F",
+                    50,
+                    2,
+                    "no",
+                    "x",
+                    "y",
+                    "1-benign-melanocytic nevus",
+                    None,
+                    None,
+                    length,
+                    4.0,
+                ]
+            )
 
     record = 1000
     for path, _cls in MIDAS_CLASSES:
@@ -172,8 +243,11 @@ def make_midas(root: Path, patients_per_class: int = 6) -> dict:
     lesion(3006, "malignant- sccis", "ear")
     lesion(3007, "malignant- bcc", "cheek", distances=("n/a - virtual",))
     for _path, cls in MIDAS_CLASSES:
-        n = patients_per_class + (1 if cls in ("basal_cell_carcinoma", "seborrheic_keratosis",
-                                                "melanoma", "melanocytic_nevus") else 0)
+        n = patients_per_class + (
+            1
+            if cls in ("basal_cell_carcinoma", "seborrheic_keratosis", "melanoma", "melanocytic_nevus")
+            else 0
+        )
         expected["dermoscopy"][cls] = n
         expected["clinical_15cm"][cls] = n
     write_xlsx(root / "release_midas.xlsx", rows)
@@ -181,6 +255,7 @@ def make_midas(root: Path, patients_per_class: int = 6) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- DMID
+
 
 def make_dmid(root: Path, nested: bool = False, underscore: bool = False) -> dict:
     """``Metadata.xlsx`` (30 legend rows, header-less table), ``TIFF Images/IMG###.tif`` (RGBA),
@@ -204,7 +279,9 @@ def make_dmid(root: Path, nested: bool = False, underscore: bool = False) -> dic
         if i == 31:
             cls = "skip"
         write_image(img_dir / f"{image}.tif", i, mode="RGBA")
-        report = f"Breast composition ACR B.\nBIRADS: {1 if cls == 'normal' else 2 if cls == 'benign' else 5}\n"
+        report = (
+            f"Breast composition ACR B.\nBIRADS: {1 if cls == 'normal' else 2 if cls == 'benign' else 5}\n"
+        )
         lab = code.get(cls, "")
         if i in (9, 31):
             lab = ""
@@ -214,8 +291,18 @@ def make_dmid(root: Path, nested: bool = False, underscore: bool = False) -> dic
         ident = f"{image} " if i % 4 == 0 else image
         label_cell = f"{lab} " if (lab and i % 3 == 0) else lab
         abn = "NORM" if cls == "normal" else "CIRC"
-        rows.append([ident, "MLOLT", "F", abn, label_cell or None, 100 if lab else None, 200 if lab else None,
-                     30 if lab else None])
+        rows.append(
+            [
+                ident,
+                "MLOLT",
+                "F",
+                abn,
+                label_cell or None,
+                100 if lab else None,
+                200 if lab else None,
+                30 if lab else None,
+            ]
+        )
         if i == 15:
             rows.append([image, "MLOLT", "F", "SPIC", "M", 120, 220, 20])
             cls = "malignant"
@@ -255,13 +342,16 @@ def write_biomedcoop_split(path: Path, assignment: dict[str, list[tuple[str, int
     BiomedCoOp's indices (benign 0, malignant 1, normal 2) and renamed folders."""
     index = {"benign": 0, "malignant": 1, "normal": 2}
     names = {"benign": "benign tumor", "malignant": "malignant tumor", "normal": "normal scan"}
-    data = {split: [[f"{names[c].replace(' ', '_')}/{c} ({i}).png", index[c], names[c]] for c, i in items]
-            for split, items in assignment.items()}
+    data = {
+        split: [[f"{names[c].replace(' ', '_')}/{c} ({i}).png", index[c], names[c]] for c, i in items]
+        for split, items in assignment.items()
+    }
     path.write_text(json.dumps(data))
     return path
 
 
 # ----------------------------------------------------------------------------------------- CC-CCII
+
 
 def make_cc_ccii(root: Path, patients: int = 6, slices: int = 12) -> dict:
     """``{NCP,CP,Normal}/<patient>/<scan>/<slice>.png`` (NCP extracted one level down, as
@@ -284,13 +374,18 @@ def make_cc_ccii(root: Path, patients: int = 6, slices: int = 12) -> dict:
                 if cls != "Normal":
                     lesion_rows += [[f"{cls}/{patient}/{scan}/{k:04d}.png"] for k in range(4, 8)]
     write_csv(root / "lesions_slices.csv", ["path"], lesion_rows)
-    write_csv(root / "unzip_filenames.csv", ["zip_file", "label", "patient_id", "scan_id", "n_slice"], unzip_rows)
+    write_csv(
+        root / "unzip_filenames.csv", ["zip_file", "label", "patient_id", "scan_id", "n_slice"], unzip_rows
+    )
     return {"root": root, "scans": scans, "lesions": len(lesion_rows)}
 
 
 # ---------------------------------------------------------------------------------- prashant268 CXR
 
-CXR_COUNTS = {"train": {"COVID19": 8, "NORMAL": 10, "PNEUMONIA": 12}, "test": {"COVID19": 3, "NORMAL": 3, "PNEUMONIA": 4}}
+CXR_COUNTS = {
+    "train": {"COVID19": 8, "NORMAL": 10, "PNEUMONIA": 12},
+    "test": {"COVID19": 3, "NORMAL": 3, "PNEUMONIA": 4},
+}
 
 
 def make_chestxray(root: Path) -> dict:
@@ -311,6 +406,7 @@ def make_chestxray(root: Path) -> dict:
 
 # ------------------------------------------------------------------------------------ assertions
 
+
 def read_manifest(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -322,7 +418,9 @@ def assert_grouped(rows: list[dict[str, str]]) -> None:
     for r in rows:
         if r["split"] == "excluded":
             continue
-        assert seen.setdefault(r["group_id"], r["split"]) == r["split"], f"group {r['group_id']} in two splits"
+        assert seen.setdefault(r["group_id"], r["split"]) == r["split"], (
+            f"group {r['group_id']} in two splits"
+        )
 
 
 def assert_paired(a: list[dict[str, str]], b: list[dict[str, str]]) -> int:

@@ -43,7 +43,8 @@ def test_injection_parity_shared_context(backbone):
     with torch.no_grad():
         injected = prompt()
         ref = torch.nn.functional.normalize(
-            backbone.model.encode_text(backbone.tokenize([f"a photo of a {c}." for c in CLASSNAMES])), dim=-1)
+            backbone.model.encode_text(backbone.tokenize([f"a photo of a {c}." for c in CLASSNAMES])), dim=-1
+        )
     assert (injected - ref).abs().max() < 1e-5
 
 
@@ -61,8 +62,11 @@ def test_injection_parity_factorised_prompt(backbone):
             for i in range(3):
                 fp.class_ctx[m, i].copy_(init_context_from_words(backbone, cls_words[i]))
         t = fp()
-        texts = [f"{shared} {mod_words[m]} {cls_words[i]} {c} {mods[m]}."
-                 for m in range(2) for i, c in enumerate(CLASSNAMES)]
+        texts = [
+            f"{shared} {mod_words[m]} {cls_words[i]} {c} {mods[m]}."
+            for m in range(2)
+            for i, c in enumerate(CLASSNAMES)
+        ]
         ref = torch.nn.functional.normalize(backbone.model.encode_text(backbone.tokenize(texts)), dim=-1)
     assert (t.reshape(6, -1) - ref).abs().max() < 1e-5
 

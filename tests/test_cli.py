@@ -16,14 +16,30 @@ KEYS = {"high", "low", "h"}
 
 def _kmat(*args, env_extra=None, timeout=300):
     env = dict(os.environ, HF_HUB_OFFLINE="1", KMAT_PROGRESS="0", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "kmat.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kmat.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_train_end_to_end_subprocess(tiny_model_dir, toy_task_master, tmp_path):
     out = tmp_path / "run"
-    proc = _kmat("train", "--task", str(toy_task_master), "--method", "kmat", "--backbone",
-                 f"local-dir:{tiny_model_dir}", "--epochs", "2", "--shots", "2", "--device", "cpu", "--out", str(out))
+    proc = _kmat(
+        "train",
+        "--task",
+        str(toy_task_master),
+        "--method",
+        "kmat",
+        "--backbone",
+        f"local-dir:{tiny_model_dir}",
+        "--epochs",
+        "2",
+        "--shots",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert set(result["metrics"]) == KEYS
@@ -38,16 +54,40 @@ def test_train_end_to_end_subprocess(tiny_model_dir, toy_task_master, tmp_path):
 
 def test_biomedclip_offline_fails_fast_with_help(toy_task_master, tmp_path):
     t0 = time.perf_counter()
-    proc = _kmat("train", "--task", str(toy_task_master), "--backbone", "biomedclip", "--out", str(tmp_path / "x"),
-                 "--device", "cpu")
+    proc = _kmat(
+        "train",
+        "--task",
+        str(toy_task_master),
+        "--backbone",
+        "biomedclip",
+        "--out",
+        str(tmp_path / "x"),
+        "--device",
+        "cpu",
+    )
     assert time.perf_counter() - t0 < 60
     assert proc.returncode == 2
     assert "local-dir:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _train(task, model, out, capsys, *extra):
-    code = main(["train", "--task", str(task), "--backbone", f"local-dir:{model}", "--epochs", "1",
-                 "--device", "cpu", "--quiet", "--out", str(out), *extra])
+    code = main(
+        [
+            "train",
+            "--task",
+            str(task),
+            "--backbone",
+            f"local-dir:{model}",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     return code, capsys.readouterr()
 
 
@@ -85,13 +125,27 @@ def test_corrupt_image(tiny_model_dir, toy_task, tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # a run that cannot read its inputs writes nothing
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--epochs", "-1"], "--epochs must be >= 0"),
-    (["--method", "nosuch"], "unknown method"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--epochs", "-1"], "--epochs must be >= 0"),
+        (["--method", "nosuch"], "unknown method"),
+    ],
+)
 def test_bad_options(tiny_model_dir, toy_task_master, tmp_path, capsys, args, msg):
-    code = main(["train", "--task", str(toy_task_master), "--backbone", f"local-dir:{tiny_model_dir}",
-                 "--out", str(tmp_path / "o"), "--quiet", *args])
+    code = main(
+        [
+            "train",
+            "--task",
+            str(toy_task_master),
+            "--backbone",
+            f"local-dir:{tiny_model_dir}",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            *args,
+        ]
+    )
     assert code == 2 and msg in capsys.readouterr().err
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kmat.tools import describe as gen
 from kmat.knowledge.descriptions import validate_descriptions
+from kmat.tools import describe as gen
 from kmat.tools.describe import (
     GeneratorError,
     backoff_delay,
@@ -34,9 +34,13 @@ Reply = tuple[int, dict[str, str], bytes]
 
 def chat(content: str) -> Reply:
     """A well-formed chat-completions answer carrying ``content``."""
-    body = {"id": "x", "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-    ]}
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+    }
     return 200, {}, json.dumps(body).encode()
 
 
@@ -95,11 +99,13 @@ def llm() -> Iterator[FakeLLM]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            fake.requests.append({
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": json.loads(raw),
-            })
+            fake.requests.append(
+                {
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": json.loads(raw),
+                }
+            )
             if fake.delay_first and len(fake.requests) == 1:
                 time.sleep(fake.delay_first)
             code, headers, body = fake.reply()
@@ -131,8 +137,14 @@ def run(fake: FakeLLM, out: Path, sleeps: list[float] | None = None, **kw) -> di
     kw.setdefault("classes", CLASSES)
     kw.setdefault("modalities", MODALITIES)
     return generate_descriptions(
-        out=out, model="test-model", base_url=fake.base_url, api_key=kw.pop("api_key", KEY),
-        progress=False, sleep=(sleeps if sleeps is not None else []).append, timeout=5, **kw,
+        out=out,
+        model="test-model",
+        base_url=fake.base_url,
+        api_key=kw.pop("api_key", KEY),
+        progress=False,
+        sleep=(sleeps if sleeps is not None else []).append,
+        timeout=5,
+        **kw,
     )
 
 
@@ -166,16 +178,20 @@ LONG = " ".join(["word"] * 45)
 
 
 def test_generates_complete_deduplicated_file(llm, tmp_path):
-    fenced = "Here you go:\n```json\n" + json.dumps([
-        GOOD_A,
-        "  DERMOSCOPY of melanoma shows an atypical pigment  network, with irregular streaks!",
-        "Too short to use.",
-        LONG,
-        GOOD_B,
-    ]) + "\n```\n"
-    lines = (
-        f"Here are more sentences about this:\n1. {GOOD_C}\n- {GOOD_A}\n2) \"{GOOD_C.upper()}\"\n"
+    fenced = (
+        "Here you go:\n```json\n"
+        + json.dumps(
+            [
+                GOOD_A,
+                "  DERMOSCOPY of melanoma shows an atypical pigment  network, with irregular streaks!",
+                "Too short to use.",
+                LONG,
+                GOOD_B,
+            ]
+        )
+        + "\n```\n"
     )
+    lines = f'Here are more sentences about this:\n1. {GOOD_C}\n- {GOOD_A}\n2) "{GOOD_C.upper()}"\n'
     llm.script = [chat(fenced), chat(lines)]
     out = tmp_path / "sub" / "descriptions.json"
     result = run(llm, out, task_hint="skin lesion classification", n=5)
@@ -203,8 +219,10 @@ def test_generates_complete_deduplicated_file(llm, tmp_path):
     # pairs are filled in order: modality by modality, class by class
     order = list(dict.fromkeys(llm.pairs()))
     assert order == [
-        ("dermoscopy", "melanoma"), ("dermoscopy", "basal cell carcinoma"),
-        ("clinical photograph", "melanoma"), ("clinical photograph", "basal cell carcinoma"),
+        ("dermoscopy", "melanoma"),
+        ("dermoscopy", "basal cell carcinoma"),
+        ("clinical photograph", "melanoma"),
+        ("clinical photograph", "basal cell carcinoma"),
     ]
     assert not list(out.parent.glob("*.tmp"))  # atomic writes leave no temporaries
 
@@ -271,8 +289,16 @@ def test_timeout_is_retried(llm, tmp_path):
     sleeps: list[float] = []
     out = tmp_path / "d.json"
     generate_descriptions(
-        CLASSES[:1], MODALITIES[:1], out, "test-model", base_url=llm.base_url, api_key=KEY, n=3,
-        timeout=0.3, progress=False, sleep=sleeps.append,
+        CLASSES[:1],
+        MODALITIES[:1],
+        out,
+        "test-model",
+        base_url=llm.base_url,
+        api_key=KEY,
+        n=3,
+        timeout=0.3,
+        progress=False,
+        sleep=sleeps.append,
     )
     check_file(out, 3, CLASSES[:1], MODALITIES[:1])
     assert len(sleeps) == 1
@@ -312,8 +338,17 @@ def test_unreachable_endpoint_keeps_partial_file(tmp_path):
     start = time.monotonic()
     with pytest.raises(GeneratorError) as info:
         generate_descriptions(
-            CLASSES, MODALITIES, out, "test-model", base_url=f"http://127.0.0.1:{port}/v1",
-            api_key=KEY, n=5, max_retries=2, timeout=2, progress=False, sleep=sleeps.append,
+            CLASSES,
+            MODALITIES,
+            out,
+            "test-model",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            api_key=KEY,
+            n=5,
+            max_retries=2,
+            timeout=2,
+            progress=False,
+            sleep=sleeps.append,
         )
     assert time.monotonic() - start < 5
     msg = str(info.value)
@@ -346,7 +381,8 @@ def test_resume_requests_only_missing(llm, tmp_path):
     assert data["clin"]["mel"][:2] == [GOOD_A, GOOD_B]
     assert data["extra_modality"] == partial["extra_modality"]
     assert set(llm.pairs()) == {
-        ("clinical photograph", "melanoma"), ("clinical photograph", "basal cell carcinoma")
+        ("clinical photograph", "melanoma"),
+        ("clinical photograph", "basal cell carcinoma"),
     }
     assert "Write 3 distinct sentences" in llm.requests[0]["body"]["messages"][-1]["content"]
     n_requests = len(llm.requests)
@@ -410,8 +446,7 @@ def test_parse_sentences_variants():
     assert parse_sentences('Sure! ["one", "two"] Hope it helps.') == ["one", "two"]
     assert parse_sentences('{"descriptions": ["one", "two"]}') == ["one", "two"]
     text = '1. First one.\n2) Second one.\n- Third one.\n* "Fourth one."\n\n\u2022 Fifth one.'
-    assert parse_sentences(text) == ["First one.", "Second one.", "Third one.", "Fourth one.",
-                                     "Fifth one."]
+    assert parse_sentences(text) == ["First one.", "Second one.", "Third one.", "Fourth one.", "Fifth one."]
     assert parse_sentences("") == []
 
 
@@ -423,8 +458,9 @@ def test_normalise_sentence():
 def test_prompt_is_documented_and_filled():
     for line in gen.PROMPT_TEMPLATE.splitlines():
         assert line.strip() in gen.__doc__
-    msgs = build_messages("melanoma", "dermoscopy", 7, ["nevus", "basal cell carcinoma"],
-                          task_hint="ISIC", avoid=[GOOD_A])
+    msgs = build_messages(
+        "melanoma", "dermoscopy", 7, ["nevus", "basal cell carcinoma"], task_hint="ISIC", avoid=[GOOD_A]
+    )
     user = msgs[-1]["content"]
     assert user.startswith("Imaging modality: dermoscopy. Finding: melanoma.\nWrite 7 distinct")
     assert "(nevus, basal cell carcinoma)" in user and "Context: ISIC\n" in user
@@ -453,8 +489,22 @@ def test_kmat_describe_command(llm, toy_task, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KMAT_LLM_API_KEY", KEY)
     out = toy_task / "descriptions.json"
     out.unlink()
-    code = main(["describe", "--task", str(toy_task), "--model", "test-model", "--base-url", llm.base_url,
-                 "--n", "4", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "describe",
+            "--task",
+            str(toy_task),
+            "--model",
+            "test-model",
+            "--base-url",
+            llm.base_url,
+            "--n",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     data = load_descriptions(load_task(toy_task), min_count=4)
     assert set(data) == {"hiscan", "loscan"} and all(len(v) == 4 for b in data.values() for v in b.values())
@@ -466,9 +516,22 @@ def test_kmat_describe_command(llm, toy_task, tmp_path, capsys, monkeypatch):
 def test_kmat_describe_unreachable_endpoint(toy_task, tmp_path, capsys):
     from kmat.cli import main
 
-    code = main(["describe", "--task", str(toy_task), "--model", "m", "--base-url",
-                 f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "0", "--out", str(tmp_path / "d.json"),
-                 "--quiet"])
+    code = main(
+        [
+            "describe",
+            "--task",
+            str(toy_task),
+            "--model",
+            "m",
+            "--base-url",
+            f"http://127.0.0.1:{free_port()}/v1",
+            "--max-retries",
+            "0",
+            "--out",
+            str(tmp_path / "d.json"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "Connection refused" in err or "connection" in err.lower()

@@ -13,10 +13,21 @@ from kmat.knowledge.descriptions import MIN_DESCRIPTIONS, shipped_path, validate
 from kmat.utils.cache import cache_dir
 
 SHIPPED = {
-    "skin1": (["dermoscopy", "clinical_15cm"], ["actinic_keratosis", "basal_cell_carcinoma", "melanoma",
-                                                "melanocytic_nevus", "squamous_cell_carcinoma", "seborrheic_keratosis"]),
-    "skin2": (["dermoscopy", "clinical"], ["basal_cell_carcinoma", "nevus", "melanoma", "miscellaneous",
-                                           "seborrheic_keratosis"]),
+    "skin1": (
+        ["dermoscopy", "clinical_15cm"],
+        [
+            "actinic_keratosis",
+            "basal_cell_carcinoma",
+            "melanoma",
+            "melanocytic_nevus",
+            "squamous_cell_carcinoma",
+            "seborrheic_keratosis",
+        ],
+    ),
+    "skin2": (
+        ["dermoscopy", "clinical"],
+        ["basal_cell_carcinoma", "nevus", "melanoma", "miscellaneous", "seborrheic_keratosis"],
+    ),
     "breast": (["mammography", "ultrasound"], ["normal", "benign", "malignant"]),
     "chest": (["ct", "xray"], ["covid19", "common_pneumonia", "normal"]),
     "synthmed": (["synth_mammo", "synth_sono"], ["normal", "benign", "malignant"]),

@@ -10,8 +10,16 @@ from kmat.run.runner import CHECKPOINT_FILE, RESULT_FILE, evaluate_checkpoint, r
 
 
 def _cfg(task, out, **opts):
-    return RunConfig(task=str(task), out=str(out), backbone="unused", shots=2, seed=1, device="cpu",
-                     show_progress=False, options={"epochs": 2, **opts})
+    return RunConfig(
+        task=str(task),
+        out=str(out),
+        backbone="unused",
+        shots=2,
+        seed=1,
+        device="cpu",
+        show_progress=False,
+        options={"epochs": 2, **opts},
+    )
 
 
 def test_recipe_warmup_then_cosine():
@@ -56,7 +64,18 @@ def test_result_file_has_the_contract_keys(backbone, toy_task_master, tmp_path):
     res = run(_cfg(toy_task_master, tmp_path / "r", epochs=1), backbone=backbone)
     on_disk = json.loads((tmp_path / "r" / RESULT_FILE).read_text())
     assert on_disk == json.loads(json.dumps(res))
-    for k in ("method", "task", "shots", "seed", "backbone", "config", "metrics", "per_class", "timing", "versions"):
+    for k in (
+        "method",
+        "task",
+        "shots",
+        "seed",
+        "backbone",
+        "config",
+        "metrics",
+        "per_class",
+        "timing",
+        "versions",
+    ):
         assert k in on_disk
     for role in ("high", "low", "h"):
         assert set(on_disk["metrics"][role]) == {"acc", "macro_f1"}
@@ -79,9 +98,14 @@ def test_seed_everything_asks_cuda_for_deterministic_kernels(monkeypatch):
     assert not torch.are_deterministic_algorithms_enabled()
     try:
         seed_everything(3, torch.device("cpu"))
-        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        assert (
+            not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        )
         seed_everything(3, torch.device("cuda"))
-        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert (
+            torch.are_deterministic_algorithms_enabled()
+            and torch.is_deterministic_algorithms_warn_only_enabled()
+        )
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     finally:

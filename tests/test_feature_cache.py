@@ -13,8 +13,17 @@ from kmat.utils.cache import cache_dir
 
 
 def _cfg(task, out, cache=True, **opts):
-    return RunConfig(task=str(task), out=str(out), backbone="unused", shots=2, seed=3, device="cpu",
-                     feature_cache=cache, show_progress=False, options={"epochs": 3, **opts})
+    return RunConfig(
+        task=str(task),
+        out=str(out),
+        backbone="unused",
+        shots=2,
+        seed=3,
+        device="cpu",
+        feature_cache=cache,
+        show_progress=False,
+        options={"epochs": 3, **opts},
+    )
 
 
 def test_cached_views_train_exactly_like_live_crops(backbone, toy_task, tmp_path, monkeypatch):
@@ -53,14 +62,18 @@ def test_keys_follow_image_content_not_names(backbone, toy_task, tmp_path, monke
     renamed = tmp_path / "another_name"
     shutil.copytree(toy_task, renamed)
     store = FeatureStore(disk=True)
-    feats, _ = encode_samples(backbone, load_task(renamed).high.split("test"), store=store, show_progress=False)
+    feats, _ = encode_samples(
+        backbone, load_task(renamed).high.split("test"), store=store, show_progress=False
+    )
     assert store.disk_hits == 1  # same pixels under another folder: reused
     victim = load_task(renamed).high.split("test")[0].path
     from PIL import Image
 
     Image.new("RGB", (40, 40), (255, 0, 0)).save(victim)
     store = FeatureStore(disk=True)
-    changed, _ = encode_samples(backbone, load_task(renamed).high.split("test"), store=store, show_progress=False)
+    changed, _ = encode_samples(
+        backbone, load_task(renamed).high.split("test"), store=store, show_progress=False
+    )
     assert store.disk_hits == 0 and not torch.allclose(changed[0], feats[0])
     assert torch.equal(changed[1:], feats[1:])
     assert cache_dir("features").is_dir()
@@ -93,12 +106,15 @@ def test_crop_border_is_applied_and_keyed(backbone, toy_task, tmp_path, monkeypa
     assert sample.crop_border == 5
     img = load_image(sample.path)
     cropped = img.crop((5, 5, img.width - 5, img.height - 5))
-    expected = backbone.encode_images(test_transform(cropped, backbone.image_size, backbone.mean, backbone.std)[None])
+    expected = backbone.encode_images(
+        test_transform(cropped, backbone.image_size, backbone.mean, backbone.std)[None]
+    )
     store = FeatureStore(disk=True)
     got, _ = encode_samples(backbone, [sample], store=store, show_progress=False)
     assert torch.allclose(got, expected, atol=1e-6)
-    uncropped, _ = encode_samples(backbone, [dataclasses.replace(sample, crop_border=0)], store=store,
-                                  show_progress=False)
+    uncropped, _ = encode_samples(
+        backbone, [dataclasses.replace(sample, crop_border=0)], store=store, show_progress=False
+    )
     assert store.hits == 0 and not torch.allclose(uncropped, got)
 
 

@@ -23,7 +23,9 @@ def batch(backbone):
 
 
 def test_all_methods_registered():
-    assert {"zeroshot", "zeroshot_desc", "coop", "cocoop", "kgcoop", "biomedcoop", "kmat"} <= set(available_methods())
+    assert {"zeroshot", "zeroshot_desc", "coop", "cocoop", "kgcoop", "biomedcoop", "kmat"} <= set(
+        available_methods()
+    )
 
 
 def test_coop_from_a_photo_of_a_reproduces_zeroshot_logits(backbone, loaded_toy_task, batch):
@@ -81,8 +83,12 @@ def test_cocoop_prompts_depend_on_the_image(backbone, loaded_toy_task, batch):
 
 def test_biomedcoop_pruning_is_the_zscore_rule():
     # bank of C=2 classes x K=5 descriptions in 2-D; S_k computed by hand
-    bank = torch.tensor([[[1.0, 0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.95, 0.05]],
-                         [[0, 1.0], [0.1, 0.9], [0.2, 0.8], [0.0, 1.0], [0.05, 0.95]]])
+    bank = torch.tensor(
+        [
+            [[1.0, 0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.95, 0.05]],
+            [[0, 1.0], [0.1, 0.9], [0.2, 0.8], [0.0, 1.0], [0.05, 0.95]],
+        ]
+    )
     feats = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
     sims = torch.einsum("bd,ckd->bck", feats, bank)
     S = sims.max(dim=1).values.mean(dim=0)
@@ -130,9 +136,14 @@ def test_per_task_overrides_apply_and_user_options_win(backbone, loaded_toy_task
 
 
 ABLATION = [  # (csc, msc, anchor, fgw)
-    (False, False, False, False), (True, False, False, False), (True, True, False, False),
-    (True, True, False, True), (True, True, True, False), (False, True, True, True),
-    (True, False, True, True), (True, True, True, True),
+    (False, False, False, False),
+    (True, False, False, False),
+    (True, True, False, False),
+    (True, True, False, True),
+    (True, True, True, False),
+    (False, True, True, True),
+    (True, False, True, True),
+    (True, True, True, True),
 ]
 
 
@@ -141,7 +152,11 @@ def test_kmat_ablation_switches(backbone, loaded_toy_task, batch, csc, msc, anch
     feats, labels = batch
     m = make("kmat", backbone, loaded_toy_task, csc=csc, msc=msc, anchor=anchor, fgw=fgw)
     params = {n for n, p in m.named_parameters() if p.requires_grad}
-    expected = {"prompt.shared"} | ({"prompt.modality_ctx"} if msc else set()) | ({"prompt.class_ctx"} if csc else set())
+    expected = (
+        {"prompt.shared"}
+        | ({"prompt.modality_ctx"} if msc else set())
+        | ({"prompt.class_ctx"} if csc else set())
+    )
     assert params == expected
     _, terms = m.loss(feats, labels)
     assert ("anchor" in terms) == anchor and ("fgw" in terms) == fgw

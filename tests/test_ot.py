@@ -37,7 +37,8 @@ def test_agrees_with_pot_entropic_fgw():
     C2 = pairwise_cost(y, y).double().numpy()
     p = np.full(6, 1 / 6)
     T_pot, log = ot.gromov.entropic_fused_gromov_wasserstein(
-        M, C1, C2, p, p, loss_fun="square_loss", epsilon=0.1, alpha=0.1, log=True, numItermax=100)
+        M, C1, C2, p, p, loss_fun="square_loss", epsilon=0.1, alpha=0.1, log=True, numItermax=100
+    )
     assert np.abs(T.double().numpy() - T_pot).max() < 1e-6
     assert abs(loss.item() - log["fgw_dist"]) < 1e-5
 
@@ -47,8 +48,13 @@ def test_objective_matches_quadruple_sum():
     M, C1, C2 = pairwise_cost(x, y).double(), pairwise_cost(x, x).double(), pairwise_cost(y, y).double()
     T = torch.rand(3, 4, dtype=torch.float64)
     T = T / T.sum()
-    brute = sum((C1[i, j] - C2[k, m]) ** 2 * T[i, k] * T[j, m]
-                for i in range(3) for j in range(3) for k in range(4) for m in range(4))
+    brute = sum(
+        (C1[i, j] - C2[k, m]) ** 2 * T[i, k] * T[j, m]
+        for i in range(3)
+        for j in range(3)
+        for k in range(4)
+        for m in range(4)
+    )
     expected = 0.7 * (M * T).sum() + 0.3 * brute
     assert torch.allclose(fgw_objective(M, C1, C2, T, 0.3), expected, atol=1e-12)
 

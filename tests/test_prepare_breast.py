@@ -92,10 +92,14 @@ def test_busi_full_size_split_has_the_paper_totals():
     """780 images (437/210/133) give exactly 389/155/236, per class as in BiomedCoOp's file."""
     from kmat.tools.preparers.common import Row
 
-    rows = [Row(f"{c}/{c} ({i}).png", c, "ultrasound", "busi", f"{c} ({i})")
-            for c, n in (("benign", 437), ("malignant", 210), ("normal", 133)) for i in range(n)]
-    got = assign_generated_splits(rows, ["normal", "benign", "malignant"], 0, "busi",
-                                  totals={"train": 389, "val": 155, "test": 236})
+    rows = [
+        Row(f"{c}/{c} ({i}).png", c, "ultrasound", "busi", f"{c} ({i})")
+        for c, n in (("benign", 437), ("malignant", 210), ("normal", 133))
+        for i in range(n)
+    ]
+    got = assign_generated_splits(
+        rows, ["normal", "benign", "malignant"], 0, "busi", totals={"train": 389, "val": 155, "test": 236}
+    )
     assert got == {"train": 389, "val": 155, "test": 236}
     per = {(r.label, r.split) for r in rows}
     assert len(per) == 9
@@ -110,7 +114,8 @@ def test_busi_full_size_split_has_the_paper_totals():
 def test_busi_biomedcoop_split_import_remaps_by_name(tmp_path):
     raw = make_busi(tmp_path / "busi")
     assignment = {
-        "train": [("benign", i) for i in range(1, 9)] + [("malignant", i) for i in range(1, 6)]
+        "train": [("benign", i) for i in range(1, 9)]
+        + [("malignant", i) for i in range(1, 6)]
         + [("normal", i) for i in range(1, 4)],
         "val": [("benign", 9), ("malignant", 6), ("normal", 4)],
         "test": [("benign", i) for i in range(10, 13)] + [("malignant", 7), ("malignant", 8), ("normal", 5)],
@@ -164,7 +169,8 @@ def test_breast_task_loads_after_both(tmp_path):
     assert spec["low_end"]["root"] == str(busi["root"].resolve())
     status = {t.task: t for t in list_tasks(out)}["breast"]
     assert status.prepared and status.high.counts == split_counts(
-        read_manifest(out / "breast" / "dmid__mammography.csv"))
+        read_manifest(out / "breast" / "dmid__mammography.csv")
+    )
 
 
 def test_dmid_dicom_images(tmp_path):
@@ -175,4 +181,6 @@ def test_dmid_dicom_images(tmp_path):
         dcm.write_bytes(b"\0" * 128 + b"DICM")
     prepare_dataset("dmid", raw["root"], tmp_path / "data", image_format="dicom")
     rows = read_manifest(tmp_path / "data" / "breast" / "dmid__mammography.csv")
-    assert len(rows) == 30 and all(r["path"].startswith("DICOM Images/") and r["path"].endswith(".dcm") for r in rows)
+    assert len(rows) == 30 and all(
+        r["path"].startswith("DICOM Images/") and r["path"].endswith(".dcm") for r in rows
+    )

@@ -38,7 +38,9 @@ def test_lesion_slices_policy(ct, tmp_path):
     assert len(by_label["covid19"]) + len(by_label["common_pneumonia"]) == ct["lesions"]
     assert len(by_label["normal"]) == 10 * n_normal_scans  # middle 10 of each Normal scan
     assert any(r["path"].startswith("COVID19-1/NCP/") for r in rows)  # nested extraction found
-    assert any(r["path"].endswith("0005.jpg") for r in by_label["common_pneumonia"])  # .png listed, .jpg on disk
+    assert any(
+        r["path"].endswith("0005.jpg") for r in by_label["common_pneumonia"]
+    )  # .png listed, .jpg on disk
     assert {r["source_label"] for r in rows} == {"NCP", "CP", "Normal"}
     assert {r["group_id"] for r in by_label["covid19"]} == {f"NCP/{p}" for p in range(1, 7)}
     assert_grouped(rows)

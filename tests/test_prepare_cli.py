@@ -27,8 +27,26 @@ def test_prepare_then_train(task, tiny_model_dir, tmp_path, capsys):
     spec = json.loads((data / task / "task.json").read_text())
     assert spec["manifest_sha256"]
     out = tmp_path / "run"
-    code = main(["train", "--task", task, "--data-root", str(data), "--backbone", f"local-dir:{tiny_model_dir}",
-                 "--epochs", "1", "--shots", "2", "--device", "cpu", "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--task",
+            task,
+            "--data-root",
+            str(data),
+            "--backbone",
+            f"local-dir:{tiny_model_dir}",
+            "--epochs",
+            "1",
+            "--shots",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     res = json.loads((out / "result.json").read_text())
     assert res["task"] == task and set(res["metrics"]) == {"high", "low", "h"}
@@ -40,7 +58,10 @@ def test_prepare_wrong_folder_and_bad_option(tmp_path, capsys):
     make_busi(raw)
     assert main(["prepare", "derm7pt", "--raw", str(raw), "--out", str(tmp_path / "d")]) == 2
     assert "derm7pt" in capsys.readouterr().err.lower()
-    assert main(["prepare", "derm7pt", "--raw", str(raw), "--out", str(tmp_path / "d"), "--slice-policy", "all"]) == 2
+    assert (
+        main(["prepare", "derm7pt", "--raw", str(raw), "--out", str(tmp_path / "d"), "--slice-policy", "all"])
+        == 2
+    )
     assert "does not take" in capsys.readouterr().err
 
 

@@ -54,8 +54,16 @@ def test_norm_label():
 
 
 def test_path_index_tolerance(tmp_path):
-    for rel in ("TIFF Images/TIFF Images/IMG001.tif", "images/NEL/Nel026.JPG", "a/x.jpeg", "b/y_cropped.jpg",
-                "dup/one/z.png", "dup/two/z.png", "c/w.jpg", "c/w.jpeg"):
+    for rel in (
+        "TIFF Images/TIFF Images/IMG001.tif",
+        "images/NEL/Nel026.JPG",
+        "a/x.jpeg",
+        "b/y_cropped.jpg",
+        "dup/one/z.png",
+        "dup/two/z.png",
+        "c/w.jpg",
+        "c/w.jpeg",
+    ):
         write_image(tmp_path / rel)
     idx = FileIndex(tmp_path)
     assert idx.resolve("TIFF_Images/IMG001.tif").path == "TIFF Images/TIFF Images/IMG001.tif"
@@ -75,7 +83,11 @@ def test_split_totals_and_target_table():
     assert split_totals(10, {"train": 0.7, "val": 0.15, "test": 0.15}) == {"train": 7, "val": 2, "test": 1}
     table = target_table({"a": 5, "b": 3, "c": 2}, {"train": 6, "val": 2, "test": 2})
     assert {c: sum(v.values()) for c, v in table.items()} == {"a": 5, "b": 3, "c": 2}
-    assert {s: sum(table[c][s] for c in table) for s in ("train", "val", "test")} == {"train": 6, "val": 2, "test": 2}
+    assert {s: sum(table[c][s] for c in table) for s in ("train", "val", "test")} == {
+        "train": 6,
+        "val": 2,
+        "test": 2,
+    }
 
 
 def _rows(n_patients=40, per=3, classes=("x", "y")):
@@ -99,7 +111,9 @@ def test_generated_split_grouped_paired_deterministic():
     for c in ("x", "y"):  # stratified: every class in every split
         assert {r.split for r in rows if r.label == c} == {"train", "val", "test"}
     again = _rows()
-    assign_generated_splits(list(reversed(again)), ["x", "y"], 0, "ns", ratios={"train": 0.6, "val": 0.2, "test": 0.2})
+    assign_generated_splits(
+        list(reversed(again)), ["x", "y"], 0, "ns", ratios={"train": 0.6, "val": 0.2, "test": 0.2}
+    )
     assert [r.split for r in again] == [r.split for r in rows]  # independent of row order
     other = _rows()
     assign_generated_splits(other, ["x", "y"], 5, "ns", ratios={"train": 0.6, "val": 0.2, "test": 0.2})
@@ -139,7 +153,12 @@ def test_list_tasks_and_checksum_state(tmp_path):
     assert list(rows)[:4] == ["skin1", "skin2", "breast", "chest"]
     assert rows["breast"].folder == (out / "breast").resolve()
     assert rows["breast"].low.prepared and not rows["breast"].prepared
-    assert rows["breast"].low.counts["train"] + rows["breast"].low.counts["val"] + rows["breast"].low.counts["test"] == 26
+    assert (
+        rows["breast"].low.counts["train"]
+        + rows["breast"].low.counts["val"]
+        + rows["breast"].low.counts["test"]
+        == 26
+    )
     assert rows["skin1"].high.state == "not prepared" and rows["skin1"].high.preparer == "midas"
     text = format_task_list(list(rows.values()))
     assert "breast" in text and "389/155/236" in text and "not prepared" in text
@@ -166,8 +185,14 @@ def test_hidden_and_resource_fork_files_ignored(tmp_path):
 def _fake(name, root):
     from fake_raw import make_cc_ccii, make_chestxray, make_derm7pt, make_dmid, make_midas
 
-    makers = {"derm7pt": make_derm7pt, "midas": make_midas, "dmid": make_dmid, "busi": make_busi,
-              "cc_ccii": make_cc_ccii, "chestxray": make_chestxray}
+    makers = {
+        "derm7pt": make_derm7pt,
+        "midas": make_midas,
+        "dmid": make_dmid,
+        "busi": make_busi,
+        "cc_ccii": make_cc_ccii,
+        "chestxray": make_chestxray,
+    }
     return makers[name](root)["root"]
 
 

@@ -48,7 +48,13 @@ def test_task_json_and_load_task(raw, tmp_path):
     assert spec["high_end"]["root"] == str(raw["root"].resolve())
     assert set(spec["manifest_sha256"]) == {"derm7pt__dermoscopy.csv", "derm7pt__clinical.csv"}
     task = load_task(out / "skin2")
-    assert task.classes == ["basal_cell_carcinoma", "nevus", "melanoma", "miscellaneous", "seborrheic_keratosis"]
+    assert task.classes == [
+        "basal_cell_carcinoma",
+        "nevus",
+        "melanoma",
+        "miscellaneous",
+        "seborrheic_keratosis",
+    ]
     assert (task.high.name, task.low.name) == ("dermoscopy", "clinical")
     assert task.low.display_name == "clinical photograph"
     assert len(task.high.split("train")) == 15 and len(task.low.split("test")) == 10

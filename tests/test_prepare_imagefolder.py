@@ -12,8 +12,9 @@ from kmat.tools.preparers import PrepareError, list_tasks, prepare_dataset
 def test_busi_as_imagefolder_with_exclude(tmp_path):
     busi = make_busi(tmp_path / "busi")
     out = tmp_path / "data"
-    report = prepare_dataset("imagefolder", busi["root"], out, task="breast", modality="ultrasound",
-                             exclude=["*_mask*.png"])
+    report = prepare_dataset(
+        "imagefolder", busi["root"], out, task="breast", modality="ultrasound", exclude=["*_mask*.png"]
+    )
     rows = read_manifest(out / "breast" / "imagefolder__ultrasound.csv")
     assert len(rows) == sum(busi["counts"].values()) and not any("_mask" in r["path"] for r in rows)
     assert report.modalities[0].role == "low_end"
@@ -35,14 +36,33 @@ def test_new_task_with_split_folders_and_aliases(tmp_path):
         for i in range(10):
             write_image(lo / cls / "sub" / f"{i}.jpg", i)
     out = tmp_path / "data"
-    prepare_dataset("imagefolder", hi, out, task="pets", modality="photo", role="high", classes=["cat", "dog"],
-                    class_aliases={"Cats": "cat", "dogs": "dog"})
+    prepare_dataset(
+        "imagefolder",
+        hi,
+        out,
+        task="pets",
+        modality="photo",
+        role="high",
+        classes=["cat", "dog"],
+        class_aliases={"Cats": "cat", "dogs": "dog"},
+    )
     rows = read_manifest(out / "pets" / "imagefolder__photo.csv")
-    assert {(r["path"].split("/")[0], r["split"]) for r in rows} == {("train", "train"), ("Valid", "val"),
-                                                                    ("test", "test")}
+    assert {(r["path"].split("/")[0], r["split"]) for r in rows} == {
+        ("train", "train"),
+        ("Valid", "val"),
+        ("test", "test"),
+    }
     # the second modality reuses the task.json written by the first (classes, aliases are per modality)
-    report = prepare_dataset("imagefolder", lo, out, task="pets", modality="sketch", role="low",
-                             class_aliases={"cats": "cat", "dogs": "dog"}, display_name="pencil sketch")
+    report = prepare_dataset(
+        "imagefolder",
+        lo,
+        out,
+        task="pets",
+        modality="sketch",
+        role="low",
+        class_aliases={"cats": "cat", "dogs": "dog"},
+        display_name="pencil sketch",
+    )
     assert report.loadable
     task = load_task(out / "pets")
     assert task.classes == ["cat", "dog"] and task.low.display_name == "pencil sketch"

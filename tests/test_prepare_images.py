@@ -25,7 +25,9 @@ def test_16bit_tiff_scaled_to_8bit(tmp_path):
     assert np.all(np.diff(out[..., 0].ravel().astype(int)) >= 0)  # monotone mapping
 
 
-@pytest.mark.parametrize("mode,ext", [("L", ".png"), ("L", ".jpg"), ("P", ".png"), ("LA", ".png"), ("1", ".png")])
+@pytest.mark.parametrize(
+    "mode,ext", [("L", ".png"), ("L", ".jpg"), ("P", ".png"), ("LA", ".png"), ("1", ".png")]
+)
 def test_grayscale_palette_alpha_to_rgb(tmp_path, mode, ext):
     p = tmp_path / f"x{ext}"
     Image.new(mode, (8, 8)).save(p)
@@ -76,7 +78,9 @@ def test_dicom_windowing_to_8bit(tmp_path):
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
     row = out[0, :, 0]
     assert row[0] == 0 and row[2] == 3 and row[3] == 68 and row[6] == 255  # window 500..1500
-    inv = _write_dicom(tmp_path / "inv", arr, PhotometricInterpretation="MONOCHROME1")  # no suffix: DICM magic
+    inv = _write_dicom(
+        tmp_path / "inv", arr, PhotometricInterpretation="MONOCHROME1"
+    )  # no suffix: DICM magic
     out = np.asarray(load_image(inv))[0, :, 0]
     assert out[0] == 255 and out[-1] == 0  # min-max without a window, inverted
 

@@ -9,8 +9,14 @@ from fake_raw import assert_grouped, assert_paired, make_midas, read_manifest, w
 from kmat.data.task import load_task
 from kmat.tools.preparers import PrepareError, prepare_dataset
 
-CLASSES = ["actinic_keratosis", "basal_cell_carcinoma", "melanoma", "melanocytic_nevus",
-           "squamous_cell_carcinoma", "seborrheic_keratosis"]
+CLASSES = [
+    "actinic_keratosis",
+    "basal_cell_carcinoma",
+    "melanoma",
+    "melanocytic_nevus",
+    "squamous_cell_carcinoma",
+    "seborrheic_keratosis",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +69,21 @@ def test_fold_sccis_into_scc(raw, tmp_path):
     out = tmp_path / "data"
     prepare_dataset("midas", raw["root"], out, fold_sccis_into_scc=True)
     derm = read_manifest(out / "skin1" / "midas__dermoscopy.csv")
-    assert _counts(derm)["squamous_cell_carcinoma"] == raw["expected"]["dermoscopy"]["squamous_cell_carcinoma"] + 2
+    assert (
+        _counts(derm)["squamous_cell_carcinoma"]
+        == raw["expected"]["dermoscopy"]["squamous_cell_carcinoma"] + 2
+    )
     spec = json.loads((out / "skin1" / "task.json").read_text())
     assert spec["high_end"]["label_map"]["malignant- sccis"] == "squamous_cell_carcinoma"
 
 
 def test_custom_class_set(raw, tmp_path):
     out = tmp_path / "data"
-    lmap = {"malignant- bcc": "basal_cell_carcinoma", "benign-melanocytic nevus": "melanocytic_nevus",
-            "malignant- melanoma": "melanoma"}
+    lmap = {
+        "malignant- bcc": "basal_cell_carcinoma",
+        "benign-melanocytic nevus": "melanocytic_nevus",
+        "malignant- melanoma": "melanoma",
+    }
     prepare_dataset("midas", raw["root"], out, label_map=lmap)
     task = load_task(out / "skin1")
     assert task.classes == ["basal_cell_carcinoma", "melanoma", "melanocytic_nevus"]

@@ -11,8 +11,27 @@ from kmat.run.experiments import ABLATION_ROWS
 
 
 def _reproduce(tiny_model_dir, task, out, *extra):
-    return main(["reproduce", "--backbone", f"local-dir:{tiny_model_dir}", "--tasks", str(task), "--seeds", "1", "2",
-                 "--epochs", "1", "--device", "cpu", "--quiet", "--no-figures", "--out", str(out), *extra])
+    return main(
+        [
+            "reproduce",
+            "--backbone",
+            f"local-dir:{tiny_model_dir}",
+            "--tasks",
+            str(task),
+            "--seeds",
+            "1",
+            "2",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--no-figures",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tmp_path, capsys):
@@ -36,9 +55,22 @@ def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tm
     assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
     assert (out / "table2.md").read_text() == table
     capsys.readouterr()
-    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat",
-                      "--precision", "bf16", "--dry-run")
-    assert code == 0 and "pending  toy/kmat/seed1" in capsys.readouterr().out  # fp32 runs do not count for bf16
+    code = _reproduce(
+        tiny_model_dir,
+        toy_task_master,
+        out,
+        "--table",
+        "2",
+        "--methods",
+        "zeroshot",
+        "kmat",
+        "--precision",
+        "bf16",
+        "--dry-run",
+    )
+    assert (
+        code == 0 and "pending  toy/kmat/seed1" in capsys.readouterr().out
+    )  # fp32 runs do not count for bf16
 
 
 def test_interrupted_grid_resumes(tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys):
@@ -63,7 +95,9 @@ def test_interrupted_grid_resumes(tiny_model_dir, toy_task_master, tmp_path, mon
     assert (out / "runs/toy/kmat/seed2/result.json").is_file()
 
 
-def test_failed_run_is_recorded_and_the_grid_goes_on(tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys):
+def test_failed_run_is_recorded_and_the_grid_goes_on(
+    tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "rep"
     real_run = reproduce_mod.run
 
@@ -89,11 +123,32 @@ def test_dry_run_lists_without_running(tiny_model_dir, toy_task_master, tmp_path
     assert "16 pending, 0 done" in text and not (out / "runs").exists()
 
 
-def test_table3_prints_eight_rows_with_relative_improvement(tiny_model_dir, toy_task_master, tmp_path, capsys):
+def test_table3_prints_eight_rows_with_relative_improvement(
+    tiny_model_dir, toy_task_master, tmp_path, capsys
+):
     out = tmp_path / "rep"
-    code = main(["reproduce", "--table", "3", "--backbone", f"local-dir:{tiny_model_dir}", "--tasks",
-                 str(toy_task_master), "--seeds", "1", "--epochs", "1", "--device", "cpu", "--quiet",
-                 "--no-figures", "--out", str(out), "--compare-paper"])
+    code = main(
+        [
+            "reproduce",
+            "--table",
+            "3",
+            "--backbone",
+            f"local-dir:{tiny_model_dir}",
+            "--tasks",
+            str(toy_task_master),
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--no-figures",
+            "--out",
+            str(out),
+            "--compare-paper",
+        ]
+    )
     assert code == 0
     table = (out / "table3.md").read_text()
     ours = table.split("Published")[0]
@@ -108,8 +163,15 @@ def _fake_result(out, task, label, seed, hi, lo, classes=("a", "b")):
     d = out / "runs" / task / label / f"seed{seed}"
     d.mkdir(parents=True)
     h = {k: 2 * hi[k] * lo[k] / (hi[k] + lo[k]) for k in hi}
-    res = {"method": label, "task": task, "seed": seed, "shots": 16, "backbone": "x",
-           "metrics": {"high": hi, "low": lo, "h": h}, "per_class": {"low": {c: lo["acc"] for c in classes}}}
+    res = {
+        "method": label,
+        "task": task,
+        "seed": seed,
+        "shots": 16,
+        "backbone": "x",
+        "metrics": {"high": hi, "low": lo, "h": h},
+        "per_class": {"low": {c: lo["acc"] for c in classes}},
+    }
     (d / "result.json").write_text(json.dumps(res))
 
 
@@ -137,20 +199,34 @@ def test_figures_and_paper_table(tmp_path):
     from kmat.report.plots import make_figures
     from kmat.report.results import paper_table2_markdown
 
-    _fake_result(tmp_path, "skin1", "coop", 1, {"acc": 60.0, "macro_f1": 50.0}, {"acc": 20.0, "macro_f1": 10.0})
-    _fake_result(tmp_path, "skin1", "kmat", 1, {"acc": 50.0, "macro_f1": 46.0}, {"acc": 50.0, "macro_f1": 45.0})
+    _fake_result(
+        tmp_path, "skin1", "coop", 1, {"acc": 60.0, "macro_f1": 50.0}, {"acc": 20.0, "macro_f1": 10.0}
+    )
+    _fake_result(
+        tmp_path, "skin1", "kmat", 1, {"acc": 50.0, "macro_f1": 46.0}, {"acc": 50.0, "macro_f1": 45.0}
+    )
     paths = make_figures(tmp_path, aggregate(collect(tmp_path)))
     assert [p.name for p in paths] == ["per_class_low_skin1.png"]
     assert paths[0].stat().st_size > 1000
     paper = paper_table2_markdown(["skin1", "skin2", "chest", "breast"])
-    assert "| Skin I | Hi | 34.6 (24.2) | 55.5 (42.3) | 56.6 (41.6) | 44.6 (32.0) | **58.3** (39.3) | 56.8 (**43.1**) |" in paper
-    assert "|  | H | 31.7 (24.1) | 38.3 (30.5) | 38.0 (30.0) | 36.2 (31.1) | 42.0 (35.0) | **44.1** (**36.2**) |" in paper
+    assert (
+        "| Skin I | Hi | 34.6 (24.2) | 55.5 (42.3) | 56.6 (41.6) | 44.6 (32.0) | **58.3** (39.3) | 56.8 (**43.1**) |"
+        in paper
+    )
+    assert (
+        "|  | H | 31.7 (24.1) | 38.3 (30.5) | 38.0 (30.0) | 36.2 (31.1) | 42.0 (35.0) | **44.1** (**36.2**) |"
+        in paper
+    )
 
 
 def test_grid_reads_each_task_once(tiny_model_dir, toy_task_master, tmp_path, monkeypatch):
     real_load = reproduce_mod.load_task
     loads = []
     monkeypatch.setattr(reproduce_mod, "load_task", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    assert _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2",
-                      "--methods", "zeroshot", "kmat") == 0
+    assert (
+        _reproduce(
+            tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2", "--methods", "zeroshot", "kmat"
+        )
+        == 0
+    )
     assert len(loads) == 1  # 4 runs, one task: read and checked once

@@ -53,8 +53,9 @@ def test_modalities_differ_in_physics():
 def tiny_demo_backbone(tmp_path_factory):
     from kmat.tools.demo_backbone import build_demo_backbone
 
-    return build_demo_backbone(tmp_path_factory.mktemp("demo_bb"), n_per_class=6, epochs=1, batch_size=12,
-                               show_progress=False)
+    return build_demo_backbone(
+        tmp_path_factory.mktemp("demo_bb"), n_per_class=6, epochs=1, batch_size=12, show_progress=False
+    )
 
 
 def test_demo_backbone_loads_through_local_dir(tiny_demo_backbone):
@@ -72,8 +73,25 @@ def test_demo_backbone_loads_through_local_dir(tiny_demo_backbone):
 
 def test_quick_demo_on_tiny_sizes(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--quick", "--out", str(out), "--synth-sizes", "4", "2", "3", "--pretrain-images", "4",
-                 "--pretrain-epochs", "1", "--epochs", "1", "--quiet"])
+    code = main(
+        [
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "--synth-sizes",
+            "4",
+            "2",
+            "3",
+            "--pretrain-images",
+            "4",
+            "--pretrain-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| Dataset | | BiomedCLIP | CoOp | KgCoOp | CoCoOp | BiomedCoOp | K-MaT |" in printed

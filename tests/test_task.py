@@ -47,7 +47,10 @@ def test_empty_split_is_reported(toy_task):
 
 
 def test_class_without_training_images_is_reported(toy_task):
-    _rewrite(toy_task / "toy__hiscan.csv", lambda r: [x for x in r if not (x["split"] == "train" and x["label"] == "benign")])
+    _rewrite(
+        toy_task / "toy__hiscan.csv",
+        lambda r: [x for x in r if not (x["split"] == "train" and x["label"] == "benign")],
+    )
     with pytest.raises(TaskError, match="benign"):
         load_task(toy_task)
 
@@ -66,8 +69,13 @@ def test_descriptions_validation(toy_task):
     with pytest.raises(TaskError, match="loscan/benign: no descriptions"):
         validate_descriptions(broken, task.classes, ["hiscan", "loscan"], "descriptions.json")
     with pytest.raises(TaskError, match="at least 50"):
-        validate_descriptions(json.loads((toy_task / "descriptions.json").read_text()), task.classes,
-                              ["hiscan", "loscan"], "descriptions.json", min_count=50)
+        validate_descriptions(
+            json.loads((toy_task / "descriptions.json").read_text()),
+            task.classes,
+            ["hiscan", "loscan"],
+            "descriptions.json",
+            min_count=50,
+        )
 
 
 def test_missing_descriptions_file_is_a_clear_error(toy_task):

@@ -274,7 +274,10 @@ class Backbone:
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """L2-normalised features of plain sentences (no grad, batched, padding cut per batch)."""
-        out = [self.encode_text(self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        out = [
+            self.encode_text(self.tokenize(texts[i : i + batch_size]))
+            for i in range(0, len(texts), batch_size)
+        ]
         return torch.cat(out) if out else torch.empty(0, self.output_dim)
 
     def embed_tokens(self, ids: Tensor) -> Tensor:

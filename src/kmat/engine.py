@@ -66,9 +66,13 @@ def train(
         return history
     if not params:
         raise ConfigError(f"method {method.name!r} has no learnable parameters")
-    opt = torch.optim.SGD(params, lr=recipe.lr_at(0), momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    opt = torch.optim.SGD(
+        params, lr=recipe.lr_at(0), momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     device = method.backbone.device
-    bar = progress(total=recipe.epochs, desc=f"training {method.name}", unit="epoch", disable=not show_progress)
+    bar = progress(
+        total=recipe.epochs, desc=f"training {method.name}", unit="epoch", disable=not show_progress
+    )
     for epoch in range(recipe.epochs):
         lr = recipe.lr_at(epoch)
         for g in opt.param_groups:
@@ -103,8 +107,9 @@ def train(
 
 def save_checkpoint(method: Method, config: dict, path: str | Path) -> Path:
     """Learnable parameters (safetensors) with the resolved run config in its metadata."""
-    return atomic_save_safetensors(path, method.learnable_state(),
-                                   metadata={"config": json.dumps(config), "method": method.name})
+    return atomic_save_safetensors(
+        path, method.learnable_state(), metadata={"config": json.dumps(config), "method": method.name}
+    )
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:

@@ -81,8 +81,12 @@ class FeatureStore:
             with safe_open(str(path), framework="pt") as fh:
                 saved = fh.metadata() or {}
                 feats = fh.get_tensor("features").clone()
-            if feats.ndim != 2 or feats.shape[0] != n or not torch.isfinite(feats).all() \
-                    or json.loads(saved.get("meta", "{}")) != meta:
+            if (
+                feats.ndim != 2
+                or feats.shape[0] != n
+                or not torch.isfinite(feats).all()
+                or json.loads(saved.get("meta", "{}")) != meta
+            ):
                 raise ValueError(f"inconsistent entry (shape {tuple(feats.shape)}, want {n} rows)")
             return feats
         except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as err:
@@ -133,8 +137,13 @@ def encode_samples(
             return torch.stack(out), labels  # type: ignore[arg-type]
         if store.disk and samples:
             disk_path = store.list_path(keys)  # type: ignore[arg-type]
-            meta = {"backbone": backbone.identity(), "prep": list(map(str, preprocessing_key(backbone))),
-                    "view": view, "seed": seed if view is not None else None, "n": len(samples)}
+            meta = {
+                "backbone": backbone.identity(),
+                "prep": list(map(str, preprocessing_key(backbone))),
+                "view": view,
+                "seed": seed if view is not None else None,
+                "n": len(samples),
+            }
             feats = store.load_list(disk_path, len(samples), meta)
             if feats is not None:
                 store.disk_hits += 1
@@ -149,8 +158,13 @@ def encode_samples(
                 continue
             store.misses += 1
         todo.append(i)
-    bar = progress(total=len(todo), desc=desc or "encoding images", unit="img",
-                   disable=not show_progress or not todo, **({"position": 1} if nested else {}))
+    bar = progress(
+        total=len(todo),
+        desc=desc or "encoding images",
+        unit="img",
+        disable=not show_progress or not todo,
+        **({"position": 1} if nested else {}),
+    )
 
     def flush(idx: list[int], batch: list[Tensor]) -> None:
         feats = backbone.encode_images(torch.stack(batch)).cpu()
@@ -196,8 +210,16 @@ class TrainFeatures:
     go to) ``store``: an in-memory one of its own unless the run shares one.
     """
 
-    def __init__(self, backbone: Backbone, samples: Sequence[Sample], seed: int, augment: bool = True,
-                 batch_size: int = 64, show_progress: bool = True, store: FeatureStore | None = None) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        samples: Sequence[Sample],
+        seed: int,
+        augment: bool = True,
+        batch_size: int = 64,
+        show_progress: bool = True,
+        store: FeatureStore | None = None,
+    ) -> None:
         self.backbone = backbone
         self.samples = list(samples)
         self.seed = seed
@@ -209,7 +231,13 @@ class TrainFeatures:
     def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
         view = epoch if self.augment else None
         return encode_samples(
-            self.backbone, self.samples, view=view, seed=self.seed, batch_size=self.batch_size,
+            self.backbone,
+            self.samples,
+            view=view,
+            seed=self.seed,
+            batch_size=self.batch_size,
             desc=f"train view {epoch}" if view is not None else "train images",
-            show_progress=self.show_progress, store=self.store, nested=True,
+            show_progress=self.show_progress,
+            store=self.store,
+            nested=True,
         )

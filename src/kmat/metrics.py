@@ -21,7 +21,13 @@ def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
     per_class = [float(100.0 * cm[i, i] / support[i]) if support[i] else None for i in labels]
     acc = float(100.0 * (y_true == y_pred).mean()) if len(y_true) else 0.0
     f1 = float(100.0 * f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-    return {"acc": acc, "macro_f1": f1, "per_class_acc": per_class, "confusion": cm.tolist(), "n": int(len(y_true))}
+    return {
+        "acc": acc,
+        "macro_f1": f1,
+        "per_class_acc": per_class,
+        "confusion": cm.tolist(),
+        "n": int(len(y_true)),
+    }
 
 
 def cross_modal_summary(high: dict, low: dict) -> dict:

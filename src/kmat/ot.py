@@ -68,8 +68,17 @@ def fgw_coupling(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         T = ot.gromov.entropic_fused_gromov_wasserstein(
-            m, c1, c2, p, q, loss_fun="square_loss", epsilon=epsilon, alpha=alpha,
-            max_iter=outer_max_iter, numItermax=max_iter, warn=False,
+            m,
+            c1,
+            c2,
+            p,
+            q,
+            loss_fun="square_loss",
+            epsilon=epsilon,
+            alpha=alpha,
+            max_iter=outer_max_iter,
+            numItermax=max_iter,
+            warn=False,
         )
     if not np.isfinite(T).all() or abs(T.sum() - 1.0) > 1e-6:
         raise FloatingPointError(
@@ -86,7 +95,11 @@ def fgw_objective(M: Tensor, C1: Tensor, C2: Tensor, T: Tensor, alpha: float) ->
     """
     a = T.sum(dim=1)
     b = T.sum(dim=0)
-    gw = (C1**2 * torch.outer(a, a)).sum() + (C2**2 * torch.outer(b, b)).sum() - 2.0 * (C1 @ T @ C2.T * T).sum()
+    gw = (
+        (C1**2 * torch.outer(a, a)).sum()
+        + (C2**2 * torch.outer(b, b)).sum()
+        - 2.0 * (C1 @ T @ C2.T * T).sum()
+    )
     return (1.0 - alpha) * (M * T).sum() + alpha * gw
 
 
@@ -109,11 +122,15 @@ def fgw_loss(
     Returns a scalar tensor (and ``T*`` if ``return_coupling``).
     """
     if x_high.ndim != 2 or y_low.ndim != 2 or x_high.shape[1] != y_low.shape[1]:
-        raise ValueError(f"x_high and y_low must be (n, d) and (m, d); got {tuple(x_high.shape)}, {tuple(y_low.shape)}")
+        raise ValueError(
+            f"x_high and y_low must be (n, d) and (m, d); got {tuple(x_high.shape)}, {tuple(y_low.shape)}"
+        )
     x = x_high.detach()
     M = pairwise_cost(x, y_low, metric)
     C1 = pairwise_cost(x, x, metric)
     C2 = pairwise_cost(y_low, y_low, metric)
-    T = fgw_coupling(M, C1, C2, alpha=alpha, epsilon=epsilon, max_iter=max_iter, outer_max_iter=outer_max_iter)
+    T = fgw_coupling(
+        M, C1, C2, alpha=alpha, epsilon=epsilon, max_iter=max_iter, outer_max_iter=outer_max_iter
+    )
     loss = fgw_objective(M, C1, C2, T, alpha)
     return (loss, T) if return_coupling else loss

@@ -33,7 +33,9 @@ class PromptSuffixes(nn.Module):
             padded[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
         with torch.no_grad():
-            self.register_buffer("cls_embed", backbone.embed_tokens(torch.tensor([backbone.cls_id])).detach().clone())
+            self.register_buffer(
+                "cls_embed", backbone.embed_tokens(torch.tensor([backbone.cls_id])).detach().clone()
+            )
             self.register_buffer("suffix_embed", backbone.embed_tokens(padded).detach().clone())
         self.register_buffer("suffix_mask", mask.to(self.suffix_embed.device))
         self.max_len = backbone.context_length
@@ -51,7 +53,9 @@ class PromptSuffixes(nn.Module):
         smask = self.suffix_mask.repeat(reps, 1)
         cls = self.cls_embed.expand(ctx.shape[0], 1, -1)
         embeds = torch.cat([cls, ctx.to(suffix.dtype), suffix], dim=1)
-        mask = torch.cat([torch.ones(ctx.shape[0], 1 + ctx.shape[1], dtype=smask.dtype, device=smask.device), smask], 1)
+        mask = torch.cat(
+            [torch.ones(ctx.shape[0], 1 + ctx.shape[1], dtype=smask.dtype, device=smask.device), smask], 1
+        )
         if embeds.shape[1] > self.max_len:
             raise ValueError(f"prompts of {embeds.shape[1]} tokens exceed the context length {self.max_len}")
         return embeds, mask
@@ -67,9 +71,15 @@ def init_context_from_words(backbone: Backbone, words: str) -> Tensor:
 class SharedContextPrompt(nn.Module):
     """CoOp-style prompts ``[CLS] V_1..V_n {classname}. [SEP]`` with a context shared by all classes."""
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], n_ctx: int = 4,
-                 init_words: str | None = "a photo of a", template: str = "{classname}.",
-                 init_std: float = 0.02) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        n_ctx: int = 4,
+        init_words: str | None = "a photo of a",
+        template: str = "{classname}.",
+        init_std: float = 0.02,
+    ) -> None:
         super().__init__()
         self.suffixes = PromptSuffixes(backbone, [template.format(classname=c) for c in classnames])
         if init_words:
@@ -89,7 +99,7 @@ class SharedContextPrompt(nn.Module):
             ctx = self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
             return bb.encode_prompts(*self.suffixes(ctx))
         b = ctx_shift.shape[0]
-        ctx = (self.ctx.unsqueeze(0) + ctx_shift.unsqueeze(1))  # (B, n_ctx, width)
+        ctx = self.ctx.unsqueeze(0) + ctx_shift.unsqueeze(1)  # (B, n_ctx, width)
         ctx = ctx.unsqueeze(1).expand(b, n_cls, -1, -1).reshape(b * n_cls, *self.ctx.shape)
         return bb.encode_prompts(*self.suffixes(ctx)).view(b, n_cls, -1)
 
@@ -104,9 +114,17 @@ class FactorisedPrompt(nn.Module):
     All are initialised from N(0, init_std). Class and modality words are fixed.
     """
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], modality_names: Sequence[str],
-                 n_ctx: int = 4, csc: bool = True, msc: bool = True,
-                 template: str = "{classname} {modality}.", init_std: float = 0.02) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        modality_names: Sequence[str],
+        n_ctx: int = 4,
+        csc: bool = True,
+        msc: bool = True,
+        template: str = "{classname} {modality}.",
+        init_std: float = 0.02,
+    ) -> None:
         super().__init__()
         width = backbone.embed_width
         n_mod, n_cls = len(modality_names), len(classnames)
@@ -114,7 +132,9 @@ class FactorisedPrompt(nn.Module):
         self.csc, self.msc = csc, msc
         dev = backbone.device  # drawn on the CPU so that a seed gives the same init on every device
         self.shared = nn.Parameter((torch.randn(n_ctx, width) * init_std).to(dev))
-        self.modality_ctx = nn.Parameter((torch.randn(n_mod, n_ctx, width) * init_std).to(dev)) if msc else None
+        self.modality_ctx = (
+            nn.Parameter((torch.randn(n_mod, n_ctx, width) * init_std).to(dev)) if msc else None
+        )
         if csc:
             shape = (n_mod, n_cls, n_ctx, width) if msc else (n_cls, n_ctx, width)
             self.class_ctx = nn.Parameter((torch.randn(*shape) * init_std).to(dev))

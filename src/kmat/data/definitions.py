@@ -62,7 +62,9 @@ def validate_definition(spec: dict, source: str) -> None:
         lmap = block.get("label_map", {})
         bad = sorted({v for v in lmap.values() if v not in classes})
         if bad:
-            raise PrepareError(f"{source}: {role}.label_map maps to unknown class(es) {bad}; classes are {classes}")
+            raise PrepareError(
+                f"{source}: {role}.label_map maps to unknown class(es) {bad}; classes are {classes}"
+            )
         clash = sorted(k for k, v in lmap.items() if k in classes and k != v)
         if clash:
             raise PrepareError(f"{source}: {role}.label_map renames class key(s) {clash} to other classes")

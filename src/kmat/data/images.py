@@ -84,7 +84,8 @@ def load_dicom(path: str | Path) -> Image.Image:
         rgb = arr if arr.dtype == np.uint8 else _scale_to_uint8(arr)
         return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
     data = arr.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(
-        getattr(ds, "RescaleIntercept", 0) or 0)
+        getattr(ds, "RescaleIntercept", 0) or 0
+    )
     center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
     if center is not None and width is not None and _first(width) > 0:
         c, w = _first(center), _first(width)

@@ -82,8 +82,9 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _read_manifest(path: Path, root: Path, classes: list[str], label_map: dict, check_files: bool,
-                   crop_border: int = 0) -> list[Sample]:
+def _read_manifest(
+    path: Path, root: Path, classes: list[str], label_map: dict, check_files: bool, crop_border: int = 0
+) -> list[Sample]:
     if not path.is_file():
         raise TaskError(f"{path}: manifest file not found")
     index = {c: i for i, c in enumerate(classes)}
@@ -135,7 +136,9 @@ def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_fil
     manifest = folder / m["manifest"]
     crop = m.get("crop_border", 0)
     if not isinstance(crop, int) or crop < 0:
-        raise TaskError(f"{folder / 'task.json'}: {key}.crop_border must be a non-negative integer, got {crop!r}")
+        raise TaskError(
+            f"{folder / 'task.json'}: {key}.crop_border must be a non-negative integer, got {crop!r}"
+        )
     samples = _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files, crop)
     name = m["modality"]
     return Modality(
@@ -152,11 +155,15 @@ def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_fil
 def _require_split(mod: Modality, split: str, classes: list[str]) -> None:
     rows = mod.split(split)
     if not rows:
-        raise TaskError(f"{mod.manifest}: empty split: no rows with split={split!r} ({mod.role}-end, {mod.name})")
+        raise TaskError(
+            f"{mod.manifest}: empty split: no rows with split={split!r} ({mod.role}-end, {mod.name})"
+        )
     present = {s.label for s in rows}
     absent = [c for i, c in enumerate(classes) if i not in present]
     if split == "train" and absent:
-        raise TaskError(f"{mod.manifest}: class(es) {absent} have no {split!r} image ({mod.role}-end, {mod.name})")
+        raise TaskError(
+            f"{mod.manifest}: class(es) {absent} have no {split!r} image ({mod.role}-end, {mod.name})"
+        )
 
 
 def task_name(folder: Path, spec: dict) -> str:
@@ -206,8 +213,12 @@ def _prepare_hint(task: str) -> str:
     if task not in task_names():
         return ""
     spec = load_definition(task)
-    preparers = dict.fromkeys(spec[r].get("preparer", spec[r].get("dataset", "?")) for r in ("high_end", "low_end"))
-    return "; prepare it with " + " and ".join(f"'kmat prepare {p} --raw DIR --out DATA_ROOT'" for p in preparers)
+    preparers = dict.fromkeys(
+        spec[r].get("preparer", spec[r].get("dataset", "?")) for r in ("high_end", "low_end")
+    )
+    return "; prepare it with " + " and ".join(
+        f"'kmat prepare {p} --raw DIR --out DATA_ROOT'" for p in preparers
+    )
 
 
 def resolve_task(task: str, data_root: str | Path | None = None) -> Path:
@@ -220,7 +231,11 @@ def resolve_task(task: str, data_root: str | Path | None = None) -> Path:
         cand = Path(root).expanduser() / task
         if (cand / "task.json").is_file():
             return cand
-        raise TaskError(f"task {task!r} not found: {cand} has no task.json (prepare it first, or pass a task "
-                        f"folder){_prepare_hint(task)}")
-    raise TaskError(f"task {task!r} is not a folder; pass a task folder or set --data-root / KMAT_DATA"
-                    f"{_prepare_hint(task)}")
+        raise TaskError(
+            f"task {task!r} not found: {cand} has no task.json (prepare it first, or pass a task "
+            f"folder){_prepare_hint(task)}"
+        )
+    raise TaskError(
+        f"task {task!r} is not a folder; pass a task folder or set --data-root / KMAT_DATA"
+        f"{_prepare_hint(task)}"
+    )

@@ -31,8 +31,9 @@ def compute_prototypes(backbone: Backbone, blocks: list[list[list[str]]]) -> Ten
     return torch.stack(out)
 
 
-def description_prototypes(backbone: Backbone, task: Task, descriptions: dict[str, dict[str, list[str]]],
-                           use_cache: bool = True) -> Tensor:
+def description_prototypes(
+    backbone: Backbone, task: Task, descriptions: dict[str, dict[str, list[str]]], use_cache: bool = True
+) -> Tensor:
     """Prototypes (2, C, D) for the task's (high, low) modalities, from the cache when possible."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file

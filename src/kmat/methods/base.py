@@ -101,8 +101,10 @@ class Method(nn.Module):
     def predict_logits(self, feats: Tensor, role: str, batch_size: int = 1024) -> Tensor:
         """Logits of a whole test split; class embeddings are computed once (override if per-image)."""
         t = self.class_embeddings()[role]
-        chunks = [self.logit_scale * feats[i : i + batch_size].to(t.device) @ t.T
-                  for i in range(0, len(feats), batch_size)]
+        chunks = [
+            self.logit_scale * feats[i : i + batch_size].to(t.device) @ t.T
+            for i in range(0, len(feats), batch_size)
+        ]
         return torch.cat(chunks).cpu() if chunks else torch.empty(0, t.shape[0])
 
     def learnable_state(self) -> dict[str, Tensor]:

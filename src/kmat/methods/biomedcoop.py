@@ -70,15 +70,19 @@ class BiomedCoOp(SharedPromptMethod):
     name = "biomedcoop"
     Config = BiomedCoOpConfig
     text_dropout = True
-    task_overrides = {"busi": {"lambda_S": 0.75, "lambda_K": 0.75, "tau": 1.5}}  # published config when training on BUSI
+    task_overrides = {
+        "busi": {"lambda_S": 0.75, "lambda_K": 0.75, "tau": 1.5}
+    }  # published config when training on BUSI
 
     def __init__(self, ctx: MethodContext, cfg: BiomedCoOpConfig) -> None:
         super().__init__(ctx, cfg)
         descs = ctx.descriptions()[ctx.task.high.name]
         k = min(cfg.n_descriptions, *(len(descs[c]) for c in ctx.task.classes))
         if k < cfg.n_descriptions:
-            warnings.warn(f"BiomedCoOp: only {k} descriptions per class available (wants {cfg.n_descriptions})",
-                          stacklevel=2)
+            warnings.warn(
+                f"BiomedCoOp: only {k} descriptions per class available (wants {cfg.n_descriptions})",
+                stacklevel=2,
+            )
         bank = [ctx.backbone.encode_texts(descs[c][:k]) for c in ctx.task.classes]
         self.register_buffer("bank", torch.stack(bank).to(ctx.backbone.device))  # (C, K, D), normalised
         self.register_buffer("t_bar", F.normalize(self.bank.mean(dim=1), dim=-1))
@@ -97,5 +101,10 @@ class BiomedCoOp(SharedPromptMethod):
         t_hat, keep = self.teacher(feats)
         kd = kd_loss(z, self.logit_scale * feats @ t_hat.T)
         total = ce + self.cfg.lambda_S * sccm + self.cfg.lambda_K * kd
-        return total, {"ce": float(ce.detach()), "sccm": float(sccm.detach()), "kd": float(kd.detach()),
-                       "kept": float(keep.sum()), "total": float(total.detach())}
+        return total, {
+            "ce": float(ce.detach()),
+            "sccm": float(sccm.detach()),
+            "kd": float(kd.detach()),
+            "kept": float(keep.sum()),
+            "total": float(total.detach()),
+        }

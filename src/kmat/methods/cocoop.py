@@ -38,7 +38,9 @@ class CoCoOp(SharedPromptMethod):
         super().__init__(ctx, cfg)
         d, width = ctx.backbone.output_dim, ctx.backbone.embed_width
         hidden = cfg.meta_hidden or max(1, d // 16)
-        self.meta_net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, width)).to(ctx.backbone.device)
+        self.meta_net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, width)).to(
+            ctx.backbone.device
+        )
 
     def image_logits(self, feats: Tensor) -> Tensor:
         """``z[b, c] = s * f_b . t_c(f_b)`` with per-image prompts (one text pass for B x C prompts)."""

@@ -41,9 +41,14 @@ class SharedPromptMethod(Method):
 
     def __init__(self, ctx: MethodContext, cfg) -> None:
         super().__init__(ctx, cfg)
-        self.prompt = SharedContextPrompt(ctx.backbone, ctx.classnames, n_ctx=cfg.n_ctx,
-                                          init_words=cfg.init_words, template=cfg.template,
-                                          init_std=cfg.init_std)
+        self.prompt = SharedContextPrompt(
+            ctx.backbone,
+            ctx.classnames,
+            n_ctx=cfg.n_ctx,
+            init_words=cfg.init_words,
+            template=cfg.template,
+            init_std=cfg.init_std,
+        )
 
     def ce_logits(self, feats: Tensor) -> tuple[Tensor, Tensor]:
         """``(z, t)``: logits ``s * f . t`` of a batch and the class embeddings ``t`` (C, D)."""

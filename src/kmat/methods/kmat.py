@@ -67,8 +67,14 @@ class KMaT(Method):
     def __init__(self, ctx: MethodContext, cfg: KMaTConfig) -> None:
         super().__init__(ctx, cfg)
         self.prompt = FactorisedPrompt(
-            ctx.backbone, ctx.classnames, ctx.modality_names, n_ctx=cfg.n_ctx, csc=cfg.csc, msc=cfg.msc,
-            template=cfg.template, init_std=cfg.init_std,
+            ctx.backbone,
+            ctx.classnames,
+            ctx.modality_names,
+            n_ctx=cfg.n_ctx,
+            csc=cfg.csc,
+            msc=cfg.msc,
+            template=cfg.template,
+            init_std=cfg.init_std,
         )
         self.use_anchor = cfg.anchor and cfg.lambda_anchor > 0
         self.use_fgw = cfg.fgw and cfg.lambda_fgw > 0
@@ -86,9 +92,15 @@ class KMaT(Method):
             total = total + self.cfg.lambda_anchor * l_anchor
             terms["anchor"] = float(l_anchor.detach())
         if self.use_fgw:
-            l_fgw = fgw_loss(t[0], t[1], alpha=self.cfg.alpha, epsilon=self.cfg.epsilon,
-                             max_iter=self.cfg.sinkhorn_max_iter, metric=self.cfg.fgw_metric,
-                             outer_max_iter=self.cfg.fgw_outer_max_iter)
+            l_fgw = fgw_loss(
+                t[0],
+                t[1],
+                alpha=self.cfg.alpha,
+                epsilon=self.cfg.epsilon,
+                max_iter=self.cfg.sinkhorn_max_iter,
+                metric=self.cfg.fgw_metric,
+                outer_max_iter=self.cfg.fgw_outer_max_iter,
+            )
             total = total + self.cfg.lambda_fgw * l_fgw
             terms["fgw"] = float(l_fgw.detach())
         terms["total"] = float(total.detach())

@@ -95,8 +95,10 @@ def make_figures(out: str | Path, agg: dict) -> list[Path]:
     written = []
     for task in sorted({t for t, _ in agg}):
         classes = next((list(v["per_class_low"]) for (t, _), v in agg.items() if t == task), None)
-        for p in (per_class_low(agg, task, fig_dir / f"per_class_low_{task}.png"),
-                  embeddings_2d(out, task, fig_dir / f"embeddings_{task}.png", classes)):
+        for p in (
+            per_class_low(agg, task, fig_dir / f"per_class_low_{task}.png"),
+            embeddings_2d(out, task, fig_dir / f"embeddings_{task}.png", classes),
+        ):
             if p is not None:
                 written.append(p)
     return written

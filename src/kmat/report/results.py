@@ -29,8 +29,15 @@ def collect(out: str | Path) -> list[dict]:
         except (OSError, json.JSONDecodeError):
             continue
         task, label = path.parts[-4], path.parts[-3]
-        row = {"task": task, "label": label, "method": res.get("method", label), "seed": res.get("seed"),
-               "shots": res.get("shots"), "backbone": res.get("backbone"), "path": str(path)}
+        row = {
+            "task": task,
+            "label": label,
+            "method": res.get("method", label),
+            "seed": res.get("seed"),
+            "shots": res.get("shots"),
+            "backbone": res.get("backbone"),
+            "path": str(path),
+        }
         for role, m in METRIC_KEYS:
             row[f"{role}_{m}"] = res["metrics"][role][m]
         row["per_class_low"] = res.get("per_class", {}).get("low", {})
@@ -39,7 +46,11 @@ def collect(out: str | Path) -> list[dict]:
 
 
 def write_results_csv(rows: list[dict], path: str | Path) -> Path:
-    cols = ["task", "label", "method", "seed", "shots", "backbone"] + [f"{r}_{m}" for r, m in METRIC_KEYS] + ["path"]
+    cols = (
+        ["task", "label", "method", "seed", "shots", "backbone"]
+        + [f"{r}_{m}" for r, m in METRIC_KEYS]
+        + ["path"]
+    )
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
@@ -57,7 +68,11 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
         cell = {}
         for role, m in METRIC_KEYS:
             vals = [r[f"{role}_{m}"] for r in rs]
-            cell[f"{role}_{m}"] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+            cell[f"{role}_{m}"] = (
+                statistics.fmean(vals),
+                statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                len(vals),
+            )
         classes = rs[0]["per_class_low"].keys()
         cell["per_class_low"] = {}
         for c in classes:
@@ -75,8 +90,10 @@ def _avg_cell(agg: dict, tasks: list[str], label: str) -> dict | None:
     cells = [agg.get((t, label)) for t in tasks]
     if not cells or any(c is None for c in cells):
         return None
-    return {k: (statistics.fmean(c[k][0] for c in cells), statistics.fmean(c[k][1] for c in cells), len(cells))
-            for k in (f"{r}_{m}" for r, m in METRIC_KEYS)}
+    return {
+        k: (statistics.fmean(c[k][0] for c in cells), statistics.fmean(c[k][1] for c in cells), len(cells))
+        for k in (f"{r}_{m}" for r, m in METRIC_KEYS)
+    }
 
 
 def _fmt(v: tuple[float, float, int], std: bool, bold: bool) -> str:
@@ -84,23 +101,30 @@ def _fmt(v: tuple[float, float, int], std: bool, bold: bool) -> str:
     return f"**{s}**" if bold else s
 
 
-def table2_markdown(agg: dict, std: bool = False, labels: list[str] | None = None,
-                    avg_cells: dict | None = None) -> str:
+def table2_markdown(
+    agg: dict, std: bool = False, labels: list[str] | None = None, avg_cells: dict | None = None
+) -> str:
     """Paper Table 2 layout: per task rows Hi / Lo / H, a column per method, cells "acc (macro-F1)"."""
     known = [lab for lab, _ in TABLE2_METHODS]
     present = {lab for _, lab in agg}
-    labels = labels or [lab for lab in known if lab in present] + sorted(present - set(known) - {
-        r[0] for r in ABLATION_ROWS})
+    labels = labels or [lab for lab in known if lab in present] + sorted(
+        present - set(known) - {r[0] for r in ABLATION_ROWS}
+    )
     names = dict(TABLE2_METHODS)
     tasks = _task_order({t for t, lab in agg if lab in labels})
-    lines = ["| Dataset | | " + " | ".join(names.get(lab, lab) for lab in labels) + " |",
-             "|---|---|" + "---|" * len(labels)]
+    lines = [
+        "| Dataset | | " + " | ".join(names.get(lab, lab) for lab in labels) + " |",
+        "|---|---|" + "---|" * len(labels),
+    ]
     blocks = [(TASK_DISPLAY.get(t, t), {lab: agg.get((t, lab)) for lab in labels}) for t in tasks]
     if len(tasks) > 1:
         blocks.append(("Avg.", avg_cells or {lab: _avg_cell(agg, tasks, lab) for lab in labels}))
     for title, cells in blocks:
         for i, role in enumerate(("high", "low", "h")):
-            best = {m: max((c[f"{role}_{m}"][0] for c in cells.values() if c), default=None) for m in ("acc", "macro_f1")}
+            best = {
+                m: max((c[f"{role}_{m}"][0] for c in cells.values() if c), default=None)
+                for m in ("acc", "macro_f1")
+            }
             out = []
             for lab in labels:
                 c = cells[lab]
@@ -118,12 +142,17 @@ def paper_table2_markdown(tasks: list[str]) -> str:
     from kmat.report.paper import TABLE2
 
     def cell(c: dict) -> dict:
-        return {f"{role}_{m}": (c[role][j], 0.0, 1) for role in ("high", "low", "h")
-                for j, m in enumerate(("acc", "macro_f1"))}
+        return {
+            f"{role}_{m}": (c[role][j], 0.0, 1)
+            for role in ("high", "low", "h")
+            for j, m in enumerate(("acc", "macro_f1"))
+        }
 
     shown = [t for t in tasks if t in TABLE2 and t != "avg"]
     agg = {(t, lab): cell(c) for t in shown for lab, c in TABLE2[t].items()}
-    printed_avg = {lab: cell(c) for lab, c in TABLE2["avg"].items()} if set(shown) == set(PAPER_TASKS) else None
+    printed_avg = (
+        {lab: cell(c) for lab, c in TABLE2["avg"].items()} if set(shown) == set(PAPER_TASKS) else None
+    )
     return table2_markdown(agg, avg_cells=printed_avg) if agg else "(no task of this grid is in the paper)\n"
 
 
@@ -133,10 +162,16 @@ def table3_markdown(agg: dict, compare_paper: bool = False) -> str:
     labels = [r[0] for r in ABLATION_ROWS]
     tasks = _task_order({t for t, lab in agg if lab in labels})
     full = [t for t in tasks if all((t, lab) in agg for lab in labels)]
-    head = ("| # | CSC | MSC | L_anchor | L_FGW | Hi ACC | Hi F1 | Lo ACC | Lo F1 | H ACC | H F1 "
-            "| Rel. Impr. ACC (%) | Rel. Impr. F1 (%) |")
-    lines = [f"Averaged over tasks: {', '.join(TASK_DISPLAY.get(t, t) for t in full) or 'none complete'}", "",
-             head, "|" + "---|" * 13]
+    head = (
+        "| # | CSC | MSC | L_anchor | L_FGW | Hi ACC | Hi F1 | Lo ACC | Lo F1 | H ACC | H F1 "
+        "| Rel. Impr. ACC (%) | Rel. Impr. F1 (%) |"
+    )
+    lines = [
+        f"Averaged over tasks: {', '.join(TASK_DISPLAY.get(t, t) for t in full) or 'none complete'}",
+        "",
+        head,
+        "|" + "---|" * 13,
+    ]
     base = _avg_cell(agg, full, labels[0]) if full else None
     mark = lambda b: "✓" if b else ""  # noqa: E731
     for i, (lab, csc, msc, anc, fgw) in enumerate(ABLATION_ROWS, start=1):
@@ -144,12 +179,20 @@ def table3_markdown(agg: dict, compare_paper: bool = False) -> str:
         if c is None:
             vals = ["–"] * 8
         else:
-            v = [c[k][0] for k in ("high_acc", "high_macro_f1", "low_acc", "low_macro_f1", "h_acc", "h_macro_f1")]
-            rel = [100.0 * (v[4] - base["h_acc"][0]) / base["h_acc"][0] if base and base["h_acc"][0] else 0.0,
-                   100.0 * (v[5] - base["h_macro_f1"][0]) / base["h_macro_f1"][0] if base and base["h_macro_f1"][0]
-                   else 0.0]
+            v = [
+                c[k][0]
+                for k in ("high_acc", "high_macro_f1", "low_acc", "low_macro_f1", "h_acc", "h_macro_f1")
+            ]
+            rel = [
+                100.0 * (v[4] - base["h_acc"][0]) / base["h_acc"][0] if base and base["h_acc"][0] else 0.0,
+                100.0 * (v[5] - base["h_macro_f1"][0]) / base["h_macro_f1"][0]
+                if base and base["h_macro_f1"][0]
+                else 0.0,
+            ]
             vals = [f"{x:.2f}" for x in v + rel]
-        lines.append(f"| {i} | {mark(csc)} | {mark(msc)} | {mark(anc)} | {mark(fgw)} | " + " | ".join(vals) + " |")
+        lines.append(
+            f"| {i} | {mark(csc)} | {mark(msc)} | {mark(anc)} | {mark(fgw)} | " + " | ".join(vals) + " |"
+        )
     if compare_paper:
         from kmat.report.paper import TABLE3
 
@@ -158,8 +201,11 @@ def table3_markdown(agg: dict, compare_paper: bool = False) -> str:
         for i, (lab, csc, msc, anc, fgw) in enumerate(ABLATION_ROWS, start=1):
             v = list(TABLE3[lab])
             rel = [100.0 * (v[4] - p1[4]) / p1[4], 100.0 * (v[5] - p1[5]) / p1[5]]
-            lines.append(f"| {i} | {mark(csc)} | {mark(msc)} | {mark(anc)} | {mark(fgw)} | "
-                         + " | ".join(f"{x:.2f}" for x in v + rel) + " |")
+            lines.append(
+                f"| {i} | {mark(csc)} | {mark(msc)} | {mark(anc)} | {mark(fgw)} | "
+                + " | ".join(f"{x:.2f}" for x in v + rel)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -171,21 +217,33 @@ def ablation_rows_common_seeds(rows: list[dict]) -> tuple[list[dict], dict[str, 
     for r in rows:
         if r["label"] in labels:
             by_task[r["task"]][r["label"]].add(r["seed"])
-    common = {t: sorted(set.intersection(*(d[lab] for lab in labels))) for t, d in by_task.items()
-              if all(lab in d for lab in labels)}
+    common = {
+        t: sorted(set.intersection(*(d[lab] for lab in labels)))
+        for t, d in by_task.items()
+        if all(lab in d for lab in labels)
+    }
     keep = [r for r in rows if r["label"] in labels and r["seed"] in common.get(r["task"], [])]
     return keep, common
 
 
-def build_tables(out: Path, rows: list[dict], agg: dict, std: bool = False, compare_paper: bool = False,
-                 tables: tuple[int, ...] = (2, 3)) -> dict[str, str]:
+def build_tables(
+    out: Path,
+    rows: list[dict],
+    agg: dict,
+    std: bool = False,
+    compare_paper: bool = False,
+    tables: tuple[int, ...] = (2, 3),
+) -> dict[str, str]:
     """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts.
     ``rows`` come from :func:`collect`, ``agg`` is their :func:`aggregate`."""
     write_results_csv(rows, out / "results.csv")
     texts: dict[str, str] = {}
     if 2 in tables:
-        text = "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n" + (
-            "± is the std over seeds (Avg.: the mean of the per-task stds)\n\n" if std else "") + table2_markdown(agg, std)
+        text = (
+            "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n"
+            + ("± is the std over seeds (Avg.: the mean of the per-task stds)\n\n" if std else "")
+            + table2_markdown(agg, std)
+        )
         if compare_paper:
             tasks = _task_order({t for t, _ in agg})
             text += "\n## Published (K-MaT paper, Table 2)\n\n" + paper_table2_markdown(tasks)
@@ -193,17 +251,27 @@ def build_tables(out: Path, rows: list[dict], agg: dict, std: bool = False, comp
         texts["table2"] = text
     if 3 in tables:
         rows3, seeds = ablation_rows_common_seeds(rows)
-        note = ", ".join(f"{TASK_DISPLAY.get(t, t)}: seeds {' '.join(map(str, s))}" for t, s in sorted(seeds.items()))
-        text = ("# Table 3: ablation, mean over tasks and seeds\n\n"
-                + (f"Seeds used (those every ablation row has): {note}\n\n" if note else "")
-                + table3_markdown(aggregate(rows3), compare_paper))
+        note = ", ".join(
+            f"{TASK_DISPLAY.get(t, t)}: seeds {' '.join(map(str, s))}" for t, s in sorted(seeds.items())
+        )
+        text = (
+            "# Table 3: ablation, mean over tasks and seeds\n\n"
+            + (f"Seeds used (those every ablation row has): {note}\n\n" if note else "")
+            + table3_markdown(aggregate(rows3), compare_paper)
+        )
         atomic_write_bytes(out / "table3.md", text.encode())
         texts["table3"] = text
     return texts
 
 
-def write_report(out: str | Path, tables: tuple[int, ...] = (2, 3), std: bool = False,
-                 compare_paper: bool = False, figures: bool = True, log=print) -> dict[str, str]:
+def write_report(
+    out: str | Path,
+    tables: tuple[int, ...] = (2, 3),
+    std: bool = False,
+    compare_paper: bool = False,
+    figures: bool = True,
+    log=print,
+) -> dict[str, str]:
     """Tables, ``results.csv`` and figures of the runs under ``out`` (read once), logged; returns the texts."""
     out = Path(out)
     rows = collect(out)

@@ -90,7 +90,9 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but no CUDA device is available")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
+        raise ValueError(
+            f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)"
+        )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps requested but MPS is not available")
     return dev

@@ -54,15 +54,37 @@ def ablation_options(label: str) -> dict[str, bool]:
     raise KeyError(label)
 
 
-def table2_grid(tasks: list[tuple[str, str]], methods: list[str], seeds: list[int], shots: int,
-                options: dict[str, Any]) -> list[RunSpec]:
+def table2_grid(
+    tasks: list[tuple[str, str]], methods: list[str], seeds: list[int], shots: int, options: dict[str, Any]
+) -> list[RunSpec]:
     """``tasks``: (name, argument) pairs. One run per task x method x seed."""
-    return [RunSpec(name, arg, m, m, s, shots, dict(options)) for name, arg in tasks for m in methods for s in seeds]
+    return [
+        RunSpec(name, arg, m, m, s, shots, dict(options))
+        for name, arg in tasks
+        for m in methods
+        for s in seeds
+    ]
 
 
-def table3_grid(tasks: list[tuple[str, str]], seeds: list[int], shots: int, options: dict[str, Any],
-                rows: list[str] | None = None) -> list[RunSpec]:
+def table3_grid(
+    tasks: list[tuple[str, str]],
+    seeds: list[int],
+    shots: int,
+    options: dict[str, Any],
+    rows: list[str] | None = None,
+) -> list[RunSpec]:
     labels = rows or [r[0] for r in ABLATION_ROWS]
-    return [RunSpec(name, arg, lab, "kmat", s, shots, {**options, **ablation_options(lab)} if lab != "kmat"
-                    else dict(options))
-            for name, arg in tasks for lab in labels for s in seeds]
+    return [
+        RunSpec(
+            name,
+            arg,
+            lab,
+            "kmat",
+            s,
+            shots,
+            {**options, **ablation_options(lab)} if lab != "kmat" else dict(options),
+        )
+        for name, arg in tasks
+        for lab in labels
+        for s in seeds
+    ]

@@ -50,15 +50,29 @@ def is_done(run_dir: Path, spec: RunSpec, backbone_spec: str, precision: str = "
         cfg = res["config"]
     except (OSError, json.JSONDecodeError, KeyError):
         return False
-    return (res.get("method") == spec.method and res.get("seed") == spec.seed and res.get("shots") == spec.shots
-            and cfg.get("backbone") == backbone_spec and cfg.get("options", {}) == spec.options
-            and cfg.get("precision", "fp32") == precision)
+    return (
+        res.get("method") == spec.method
+        and res.get("seed") == spec.seed
+        and res.get("shots") == spec.shots
+        and cfg.get("backbone") == backbone_spec
+        and cfg.get("options", {}) == spec.options
+        and cfg.get("precision", "fp32") == precision
+    )
 
 
-def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_root: str | None = None,
-             device: str = "auto", dry_run: bool = False, show_progress: bool = True,
-             backbone: Backbone | None = None, log=print, precision: str = "fp32",
-             feature_cache: bool = True) -> GridReport:
+def run_grid(
+    specs: list[RunSpec],
+    out: str | Path,
+    backbone_spec: str,
+    data_root: str | None = None,
+    device: str = "auto",
+    dry_run: bool = False,
+    show_progress: bool = True,
+    backbone: Backbone | None = None,
+    log=print,
+    precision: str = "fp32",
+    feature_cache: bool = True,
+) -> GridReport:
     """Run every spec not already done; never stops on a failed run (BackboneError aside)."""
     report = GridReport()
     store = FeatureStore(disk=feature_cache)
@@ -81,10 +95,20 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
             backbone = load_backbone(backbone_spec, device=resolve_device(device))
         log(f"[{i}/{n}] running  {name}")
         t0 = time.perf_counter()
-        cfg = RunConfig(task=spec.task_arg, out=str(run_dir), method=spec.method, data_root=data_root,
-                        backbone=backbone_spec, shots=spec.shots, seed=spec.seed, device=device,
-                        precision=precision, feature_cache=feature_cache, show_progress=show_progress,
-                        options=dict(spec.options))
+        cfg = RunConfig(
+            task=spec.task_arg,
+            out=str(run_dir),
+            method=spec.method,
+            data_root=data_root,
+            backbone=backbone_spec,
+            shots=spec.shots,
+            seed=spec.seed,
+            device=device,
+            precision=precision,
+            feature_cache=feature_cache,
+            show_progress=show_progress,
+            options=dict(spec.options),
+        )
         try:
             if spec.task_arg not in tasks:
                 tasks[spec.task_arg] = load_task(resolve_task(spec.task_arg, data_root))
@@ -93,9 +117,15 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
             raise
         except Exception as err:  # noqa: BLE001 - recorded, the grid goes on
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run_dir / ERROR_FILE, {
-                "run": name, "spec": asdict(spec), "error": f"{type(err).__name__}: {err}",
-                "traceback": traceback.format_exc()})
+            atomic_write_json(
+                run_dir / ERROR_FILE,
+                {
+                    "run": name,
+                    "spec": asdict(spec),
+                    "error": f"{type(err).__name__}: {err}",
+                    "traceback": traceback.format_exc(),
+                },
+            )
             first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
             report.failed.append((name, f"{type(err).__name__}: {first}"))
             log(f"[{i}/{n}] FAILED   {name}: {type(err).__name__}: {first}")
@@ -103,9 +133,13 @@ def run_grid(specs: list[RunSpec], out: str | Path, backbone_spec: str, data_roo
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         report.finished.append(name)
         m = res["metrics"]
-        log(f"[{i}/{n}] finished {name} in {time.perf_counter() - t0:.1f}s: "
-            f"Hi {m['high']['acc']:.1f}  Lo {m['low']['acc']:.1f}  H {m['h']['acc']:.1f} (acc %)")
+        log(
+            f"[{i}/{n}] finished {name} in {time.perf_counter() - t0:.1f}s: "
+            f"Hi {m['high']['acc']:.1f}  Lo {m['low']['acc']:.1f}  H {m['h']['acc']:.1f} (acc %)"
+        )
     if not dry_run:
-        log(f"grid: {len(report.finished)} run(s) finished, {len(report.skipped)} already done, "
-            f"{len(report.failed)} failed, in {time.perf_counter() - t_grid:.1f}s")
+        log(
+            f"grid: {len(report.finished)} run(s) finished, {len(report.skipped)} already done, "
+            f"{len(report.failed)} failed, in {time.perf_counter() - t_grid:.1f}s"
+        )
     return report

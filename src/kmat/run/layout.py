@@ -98,8 +98,9 @@ def options_tag(options: Mapping[str, Any]) -> str:
     return text
 
 
-def grid_run_dir(out: str | Path, task: str, label: str, shots: int, seed: int,
-                 options: Mapping[str, Any] | None = None) -> Path:
+def grid_run_dir(
+    out: str | Path, task: str, label: str, shots: int, seed: int, options: Mapping[str, Any] | None = None
+) -> Path:
     """``OUT/runs/<task>/<label>/<shots>shot[-<tag>]/seed<S>``."""
     tag = options_tag(options or {})
     setting = f"{shots}shot" + (f"-{tag}" if tag else "")

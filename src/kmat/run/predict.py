@@ -64,9 +64,15 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
 
 
 @torch.no_grad()
-def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", backbone: Backbone | None = None,
-                   device: str = "auto", batch_size: int | None = None,
-                   loaded: tuple[dict, dict[str, Tensor]] | None = None) -> list[Prediction]:
+def predict_images(
+    run_dir: str | Path,
+    images: list[Path],
+    role: str = "low",
+    backbone: Backbone | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    loaded: tuple[dict, dict[str, Tensor]] | None = None,
+) -> list[Prediction]:
     """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
 
     Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
@@ -77,8 +83,9 @@ def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", b
     config = result["config"]
     classes: list[str] = config["classes"]
     if get_method(result["method"]).per_image_prompts:
-        raise ConfigError(f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder "
-                         "instead")
+        raise ConfigError(
+            f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder instead"
+        )
     backbone = backbone or load_backbone(config["backbone"], device=resolve_device(device))
     backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
@@ -87,10 +94,16 @@ def predict_images(run_dir: str | Path, images: list[Path], role: str = "low", b
     preds: list[Prediction] = []
     for i in range(0, len(images), batch_size):
         chunk = images[i : i + batch_size]
-        x = torch.stack([test_transform(load_image(p), backbone.image_size, backbone.mean, backbone.std)
-                         for p in chunk])
+        x = torch.stack(
+            [test_transform(load_image(p), backbone.image_size, backbone.mean, backbone.std) for p in chunk]
+        )
         probs = torch.softmax(scale * backbone.encode_images(x) @ t.T, dim=-1).cpu()
         for p, row in zip(chunk, probs, strict=True):
-            preds.append(Prediction(str(p), classes[int(row.argmax())],
-                                    {c: round(float(v), 6) for c, v in zip(classes, row, strict=True)}))
+            preds.append(
+                Prediction(
+                    str(p),
+                    classes[int(row.argmax())],
+                    {c: round(float(v), 6) for c, v in zip(classes, row, strict=True)},
+                )
+            )
     return preds

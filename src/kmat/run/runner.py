@@ -29,7 +29,9 @@ from kmat.utils.io import atomic_save_safetensors, atomic_write_json
 
 def save_embeddings(method: Method, path: Path) -> None:
     """The final class embeddings per modality role (for figures), written atomically."""
-    atomic_save_safetensors(path, {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()})
+    atomic_save_safetensors(
+        path, {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()}
+    )
 
 
 def seed_everything(seed: int, device: torch.device | None = None) -> None:
@@ -53,8 +55,14 @@ def versions() -> dict[str, str]:
     import ot
     import transformers
 
-    return {"kmat": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "transformers": transformers.__version__, "pot": ot.__version__}
+    return {
+        "kmat": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "transformers": transformers.__version__,
+        "pot": ot.__version__,
+    }
 
 
 def build_method(cfg: RunConfig, task: Task, backbone: Backbone) -> Method:
@@ -72,23 +80,38 @@ def evaluate(method: Method, test: dict[str, tuple[torch.Tensor, torch.Tensor]],
     per_role = {}
     for role, (feats, labels) in test.items():
         logits = method.predict_logits(feats, role)
-        per_role[role] = classification_metrics(labels.numpy(), logits.argmax(dim=1).numpy(), task.num_classes)
+        per_role[role] = classification_metrics(
+            labels.numpy(), logits.argmax(dim=1).numpy(), task.num_classes
+        )
     return per_role
 
 
-def _result(cfg: RunConfig, task: Task, backbone: Backbone, method: Method, per_role: dict,
-            timing: dict, history: list[dict]) -> dict:
+def _result(
+    cfg: RunConfig,
+    task: Task,
+    backbone: Backbone,
+    method: Method,
+    per_role: dict,
+    timing: dict,
+    history: list[dict],
+) -> dict:
     return {
         "method": cfg.method,
         "task": task.name,
         "shots": cfg.shots,
         "seed": cfg.seed,
         "backbone": backbone.name,
-        "config": {**_checkpoint_config(cfg, method), "task_folder": str(task.folder), "classes": task.classes,
-                   "modalities": {"high": task.high.name, "low": task.low.name},
-                   "backbone_identity": backbone.identity()},
+        "config": {
+            **_checkpoint_config(cfg, method),
+            "task_folder": str(task.folder),
+            "classes": task.classes,
+            "modalities": {"high": task.high.name, "low": task.low.name},
+            "backbone_identity": backbone.identity(),
+        },
         "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
-        "per_class": {role: dict(zip(task.classes, m["per_class_acc"], strict=True)) for role, m in per_role.items()},
+        "per_class": {
+            role: dict(zip(task.classes, m["per_class_acc"], strict=True)) for role, m in per_role.items()
+        },
         "confusion": {role: m["confusion"] for role, m in per_role.items()},
         "n_test": {role: m["n"] for role, m in per_role.items()},
         "history": history,
@@ -108,16 +131,29 @@ def _encode_batch(cfg: RunConfig, backbone: Backbone) -> int:
     return cfg.feature_batch_size or encode_batch_size(backbone.device)
 
 
-def _test_features(cfg: RunConfig, task: Task, backbone: Backbone,
-                   store: FeatureStore) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _test_features(
+    cfg: RunConfig, task: Task, backbone: Backbone, store: FeatureStore
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Features and labels of both test splits (high-end and low-end)."""
-    return {role: encode_samples(backbone, task.modality(role).split("test"), batch_size=_encode_batch(cfg, backbone),
-                                 desc=f"{role}-end test images", show_progress=cfg.show_progress, store=store)
-            for role in ("high", "low")}
+    return {
+        role: encode_samples(
+            backbone,
+            task.modality(role).split("test"),
+            batch_size=_encode_batch(cfg, backbone),
+            desc=f"{role}-end test images",
+            show_progress=cfg.show_progress,
+            store=store,
+        )
+        for role in ("high", "low")
+    }
 
 
-def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | None = None,
-        task: Task | None = None) -> dict:
+def run(
+    cfg: RunConfig,
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+    task: Task | None = None,
+) -> dict:
     """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it.
 
     ``backbone``, ``store`` and ``task`` (``cfg.task`` already loaded) let a grid share them between runs.
@@ -136,8 +172,11 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
     t0 = time.perf_counter()
     method = build_method(cfg, task, backbone)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
-    val = (sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
-           if task.high.split("val") else None)
+    val = (
+        sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
+        if task.high.split("val")
+        else None
+    )
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
@@ -150,8 +189,15 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, store: FeatureStore | 
         write_subset(val, task.classes, out / "fewshot_val.csv")
 
     t0 = time.perf_counter()
-    feats = TrainFeatures(backbone, shots, seed=cfg.seed, augment=cfg.augment,
-                          batch_size=_encode_batch(cfg, backbone), show_progress=cfg.show_progress, store=store)
+    feats = TrainFeatures(
+        backbone,
+        shots,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        batch_size=_encode_batch(cfg, backbone),
+        show_progress=cfg.show_progress,
+        store=store,
+    )
     history = train(method, feats, recipe_from(method.cfg), seed=cfg.seed, show_progress=cfg.show_progress)
     timing["train_s"] = time.perf_counter() - t0
     save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
@@ -170,14 +216,20 @@ def _checkpoint_config(cfg: RunConfig, method: Method) -> dict:
     return {**cfg.to_dict(), "method_config": dataclasses.asdict(method.cfg)}
 
 
-def evaluate_checkpoint(checkpoint: str | Path, backbone: Backbone | None = None,
-                        task: str | None = None, data_root: str | None = None) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    backbone: Backbone | None = None,
+    task: str | None = None,
+    data_root: str | None = None,
+) -> dict:
     """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block."""
     state, saved = load_checkpoint(checkpoint)
     if not saved:
         raise CheckpointError(f"{checkpoint}: no run configuration in the checkpoint metadata")
     method_config = saved.pop("method_config", {})
-    cfg = RunConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}})
+    cfg = RunConfig(
+        **{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
+    )
     cfg.options = {**method_config}
     if task is not None:
         cfg.task = task
@@ -188,7 +240,9 @@ def evaluate_checkpoint(checkpoint: str | Path, backbone: Backbone | None = None
     method = build_method(cfg, task_obj, backbone)
     missing = set(method.learnable_state()) ^ set(state)
     if missing:
-        raise CheckpointError(f"{checkpoint}: parameters do not match method {cfg.method!r}: {sorted(missing)}")
+        raise CheckpointError(
+            f"{checkpoint}: parameters do not match method {cfg.method!r}: {sorted(missing)}"
+        )
     own = dict(method.named_parameters())
     with torch.no_grad():
         for k, v in state.items():

@@ -34,8 +34,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-CLASSNAMES = ["actinic keratosis", "basal cell carcinoma", "melanoma", "melanocytic nevus",
-              "squamous cell carcinoma", "seborrheic keratosis"]
+CLASSNAMES = [
+    "actinic keratosis",
+    "basal cell carcinoma",
+    "melanoma",
+    "melanocytic nevus",
+    "squamous cell carcinoma",
+    "seborrheic keratosis",
+]
 MODALITIES = ["dermoscopy", "clinical photograph"]
 
 
@@ -90,13 +96,25 @@ def _padded_prompts(prompt, backbone, length: int):
     if extra > 0:
         pad = backbone.embed_tokens(torch.full((1, 1), backbone.pad_id, device=backbone.device))
         embeds = torch.cat([embeds, pad.expand(embeds.shape[0], extra, -1)], dim=1)
-        mask = torch.cat([mask, torch.zeros(mask.shape[0], extra, dtype=mask.dtype, device=mask.device)], dim=1)
+        mask = torch.cat(
+            [mask, torch.zeros(mask.shape[0], extra, dtype=mask.dtype, device=mask.device)], dim=1
+        )
     return embeds, mask
 
 
-def measure(arch: str = "reduced", device: str = "cpu", repeats: int = 2, shots: int = 16, n_classes: int = 6,
-            epochs: int = 50, batch: int = 4, n_test: int = 267, encode_batch: int | None = None,
-            precision: str = "fp32", log=print) -> dict:
+def measure(
+    arch: str = "reduced",
+    device: str = "cpu",
+    repeats: int = 2,
+    shots: int = 16,
+    n_classes: int = 6,
+    epochs: int = 50,
+    batch: int = 4,
+    n_test: int = 267,
+    encode_batch: int | None = None,
+    precision: str = "fp32",
+    log=print,
+) -> dict:
     """Time the pieces and extrapolate the runs (see module docstring); returns every figure."""
     from kmat.backbone import load_backbone
     from kmat.run.config import encode_batch_size, resolve_device
@@ -105,8 +123,10 @@ def measure(arch: str = "reduced", device: str = "cpu", repeats: int = 2, shots:
     encode_batch = encode_batch or encode_batch_size(dev)
     t0 = time.perf_counter()
     backbone = load_backbone(f"local-dir:{bench_model_dir(arch)}", device=dev).set_precision(precision)
-    log(f"backbone: {arch} ({sum(p.numel() for p in backbone.model.parameters()) / 1e6:.1f} M parameters, "
-        f"context {backbone.context_length}) on {dev}, {precision}; loaded in {time.perf_counter() - t0:.1f}s")
+    log(
+        f"backbone: {arch} ({sum(p.numel() for p in backbone.model.parameters()) / 1e6:.1f} M parameters, "
+        f"context {backbone.context_length}) on {dev}, {precision}; loaded in {time.perf_counter() - t0:.1f}s"
+    )
     size = backbone.image_size
     g = torch.Generator().manual_seed(0)
     images_big = torch.randn(encode_batch, 3, size, size, generator=g)
@@ -136,8 +156,9 @@ def measure(arch: str = "reduced", device: str = "cpu", repeats: int = 2, shots:
 
     with torch.no_grad():
         n_calls = max(1, 64 // encode_batch)  # time at least 64 images a repetition
-        t_img_big = _time(lambda: [backbone.encode_images(images_big) for _ in range(n_calls)], dev,
-                          repeats) / (n_calls * encode_batch)
+        t_img_big = _time(
+            lambda: [backbone.encode_images(images_big) for _ in range(n_calls)], dev, repeats
+        ) / (n_calls * encode_batch)
     r = {"arch": arch, "device": str(dev), "precision": precision, "encode_batch": encode_batch}
     r["image_encode_per_image_batched_s"] = t_img_big
     r["kmat_step_s"] = _time(kmat_step, dev, repeats)
@@ -167,8 +188,14 @@ def measure(arch: str = "reduced", device: str = "cpu", repeats: int = 2, shots:
     return r
 
 
-def memory_probe(arch: str, device: str, shots: int = 16, n_classes: int = 6, encode_batch: int | None = None,
-                 precision: str = "fp32") -> dict:
+def memory_probe(
+    arch: str,
+    device: str,
+    shots: int = 16,
+    n_classes: int = 6,
+    encode_batch: int | None = None,
+    precision: str = "fp32",
+) -> dict:
     """Peak memory of the parts of a K-MaT run (one epoch's views in kmat's batches, training steps)."""
     import resource
 
@@ -181,8 +208,12 @@ def memory_probe(arch: str, device: str, shots: int = 16, n_classes: int = 6, en
     size = backbone.image_size
     n_views = shots * n_classes
     with torch.no_grad():
-        feats = torch.cat([backbone.encode_images(torch.randn(min(encode_batch, n_views - i), 3, size, size))
-                           for i in range(0, n_views, encode_batch)])
+        feats = torch.cat(
+            [
+                backbone.encode_images(torch.randn(min(encode_batch, n_views - i), 3, size, size))
+                for i in range(0, n_views, encode_batch)
+            ]
+        )
     prompt, opt, loss_of = _kmat_parts(backbone, n_classes)
     labels = torch.arange(4, device=dev) % n_classes
     for i in range(3):
@@ -196,8 +227,14 @@ def memory_probe(arch: str, device: str, shots: int = 16, n_classes: int = 6, en
     return out
 
 
-def run_bench(arch: str = "reduced", device: str = "cpu", repeats: int = 2, precision: str = "fp32",
-              memory: bool = True, log=print) -> dict:
+def run_bench(
+    arch: str = "reduced",
+    device: str = "cpu",
+    repeats: int = 2,
+    precision: str = "fp32",
+    memory: bool = True,
+    log=print,
+) -> dict:
     """The whole benchmark, printed; returns its figures."""
     from kmat.run.config import resolve_device
 
@@ -205,33 +242,53 @@ def run_bench(arch: str = "reduced", device: str = "cpu", repeats: int = 2, prec
     bench_model_dir(arch)  # build once, before the child process needs it
     mem = {}
     if memory:
-        code = (f"import json, kmat.tools.bench as b; print(json.dumps(b.memory_probe({arch!r}, {device!r}, precision={precision!r})))")
+        code = (
+            "import json, kmat.tools.bench as b; "
+            f"print(json.dumps(b.memory_probe({arch!r}, {device!r}, precision={precision!r})))"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if proc.returncode == 0:
             mem = json.loads(proc.stdout.strip().splitlines()[-1])
         else:
-            log(f"memory probe failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}")
+            log(
+                f"memory probe failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}"
+            )
     r = measure(arch=arch, device=device, repeats=repeats, precision=precision, log=log)
     r.update(mem)
     ms = lambda s: f"{1000 * s:9.1f} ms"  # noqa: E731
     mins = lambda s: f"{s / 60:9.2f} min"  # noqa: E731
     log(f"(a) one training step, batch 4, {len(CLASSNAMES)} classes x 2 modalities:")
     log(f"    kmat (cached features, {r['prompt_tokens_cut']} prompt tokens)  {ms(r['kmat_step_s'])}")
-    log(f"    reference-style (image tower + {r['prompt_tokens_reference']} tokens) {ms(r['reference_step_s'])}")
-    log(f"(b) whole K-MaT run ({r['steps']} steps, {r['views']} training views, {r['n_test']} test images), "
-        f"extrapolated:")
+    log(
+        f"    reference-style (image tower + {r['prompt_tokens_reference']} tokens) {ms(r['reference_step_s'])}"
+    )
+    log(
+        f"(b) whole K-MaT run ({r['steps']} steps, {r['views']} training views, {r['n_test']} test images), "
+        f"extrapolated:"
+    )
     log(f"    kmat with caches          {mins(r['run_kmat_s'])}   (cold: this run encodes its own views)")
-    log(f"    kmat, views already cached {mins(r['run_kmat_warm_s'])}   (warm: views shared by an earlier method "
-        f"at the same task, K, seed)")
+    log(
+        f"    kmat, views already cached {mins(r['run_kmat_warm_s'])}   (warm: views shared by an earlier method "
+        f"at the same task, K, seed)"
+    )
     log(f"    kmat without caches       {mins(r['run_kmat_no_cache_s'])}")
     log(f"    reference-style           {mins(r['run_reference_s'])}")
     if "peak_rss_gib" in r:
-        log(f"(c) peak memory of a K-MaT run: {r['peak_rss_gib']:.2f} GiB RSS"
-            + (f", {r['cuda_max_allocated_gib']:.2f} GiB CUDA" if "cuda_max_allocated_gib" in r else ""))
-    log(f"(d) floor (every image once in batches of {r['encode_batch']} + one text pass per step): {mins(r['floor_s'])}; "
-        f"kmat run / floor = {r['floor_ratio']:.2f}")
-    log(f"run speed-up with a warm view cache: {r['speedup_run_warm']:.1f}x; the line below uses the cold run")
-    log(f"cold-run ceiling on this device: {r['speedup_run_ceiling']:.1f}x (reference run / encoding every view "
-        f"and test image once, which the reference also does: no faster training step can beat it)")
+        log(
+            f"(c) peak memory of a K-MaT run: {r['peak_rss_gib']:.2f} GiB RSS"
+            + (f", {r['cuda_max_allocated_gib']:.2f} GiB CUDA" if "cuda_max_allocated_gib" in r else "")
+        )
+    log(
+        f"(d) floor (every image once in batches of {r['encode_batch']} + one text pass per step): "
+        f"{mins(r['floor_s'])}; "
+        f"kmat run / floor = {r['floor_ratio']:.2f}"
+    )
+    log(
+        f"run speed-up with a warm view cache: {r['speedup_run_warm']:.1f}x; the line below uses the cold run"
+    )
+    log(
+        f"cold-run ceiling on this device: {r['speedup_run_ceiling']:.1f}x (reference run / encoding every view "
+        f"and test image once, which the reference also does: no faster training step can beat it)"
+    )
     log(f"speedup step={r['speedup_step']:.1f} run={r['speedup_run']:.1f} floor={r['floor_ratio']:.2f}")
     return r

@@ -32,9 +32,17 @@ def synthmed_dir(seed: int = 0, splits: dict[str, int] | None = None) -> Path:
     return folder
 
 
-def run_demo(out: str | Path, quick: bool = False, backbone: str | None = None, epochs: int | None = None,
-             splits: dict[str, int] | None = None, backbone_params: dict | None = None,
-             device: str = "cpu", show_progress: bool = True, log=print) -> dict[str, str]:
+def run_demo(
+    out: str | Path,
+    quick: bool = False,
+    backbone: str | None = None,
+    epochs: int | None = None,
+    splits: dict[str, int] | None = None,
+    backbone_params: dict | None = None,
+    device: str = "cpu",
+    show_progress: bool = True,
+    log=print,
+) -> dict[str, str]:
     """Run the demo; returns the table texts. ``quick``: Table 2 with seed 1 only, no Table 3."""
     from kmat.report.results import write_report
     from kmat.tools.demo_backbone import demo_backbone_dir
@@ -42,11 +50,15 @@ def run_demo(out: str | Path, quick: bool = False, backbone: str | None = None, 
     t0 = time.perf_counter()
     out = Path(out)
     where = "the CPU" if device == "cpu" else f"device {device!r}"
-    log(f"kmat demo: SynthMed (synthetic mammogram -> sonogram, 3 classes) with the demo backbone, on {where}.")
+    log(
+        f"kmat demo: SynthMed (synthetic mammogram -> sonogram, 3 classes) with the demo backbone, on {where}."
+    )
     task = synthmed_dir(splits=splits)
     log(f"[data] SynthMed task: {task}")
     if backbone is None:
-        backbone = f"local-dir:{demo_backbone_dir(show_progress=show_progress, log=log, **(backbone_params or {}))}"
+        backbone = (
+            f"local-dir:{demo_backbone_dir(show_progress=show_progress, log=log, **(backbone_params or {}))}"
+        )
     log(f"[backbone] {backbone}")
     options = {"epochs": epochs} if epochs is not None else {}
     tasks = [("synthmed", str(task))]
@@ -56,10 +68,14 @@ def run_demo(out: str | Path, quick: bool = False, backbone: str | None = None, 
     if not quick:
         specs += table3_grid(tasks, [1], 16, options)
         tables = (2, 3)
-    log(f"[runs] {len(specs)} runs: Table 2 (6 methods x seeds {seeds})"
-        + ("" if quick else " + Table 3 (8 ablation rows, seed 1; row 8 is K-MaT's Table 2 run)"))
+    log(
+        f"[runs] {len(specs)} runs: Table 2 (6 methods x seeds {seeds})"
+        + ("" if quick else " + Table 3 (8 ablation rows, seed 1; row 8 is K-MaT's Table 2 run)")
+    )
     report = run_grid(specs, out, backbone, device=device, show_progress=show_progress, log=log)
     texts = write_report(out, tables=tables, log=log)
-    log(f"demo finished in {time.perf_counter() - t0:.0f}s"
-        + (f"; {len(report.failed)} run(s) failed (see their error.json)" if report.failed else ""))
+    log(
+        f"demo finished in {time.perf_counter() - t0:.0f}s"
+        + (f"; {len(report.failed)} run(s) failed (see their error.json)" if report.failed else "")
+    )
     return texts

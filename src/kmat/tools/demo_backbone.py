@@ -50,9 +50,16 @@ def _vocabulary() -> list[str]:
     return sorted(words)
 
 
-def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 300, epochs: int = 40,
-                        batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.05,
-                        show_progress: bool = True) -> Path:
+def build_demo_backbone(
+    folder: str | Path,
+    seed: int = 0,
+    n_per_class: int = 300,
+    epochs: int = 40,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    show_progress: bool = True,
+) -> Path:
     """Pre-train the demo backbone and write it to ``folder`` (see module docstring)."""
     import open_clip
 
@@ -67,8 +74,9 @@ def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 30
     folder = Path(folder).expanduser().resolve()
     words = _vocabulary()
     write_tiny_biomedclip(folder, size="demo", seed=seed, extra_words=words)
-    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}",
-                                                         text_cfg=local_text_config(folder))
+    model, _, _ = open_clip.create_model_and_transforms(
+        f"local-dir:{folder}", text_cfg=local_text_config(folder)
+    )
     tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -84,7 +92,9 @@ def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 30
     n = len(attrs)
     steps_per_epoch = max(1, n // batch_size)
     total = steps_per_epoch * epochs
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+    )
     model.train()
     bar = progress(total=total, desc="pre-training demo backbone", unit="step", disable=not show_progress)
     step = 0
@@ -115,9 +125,17 @@ def build_demo_backbone(folder: str | Path, seed: int = 0, n_per_class: int = 30
     bar.close()
     model.eval()
     write_tiny_biomedclip(folder, size="demo", seed=seed, extra_words=words, state_dict=model.state_dict())
-    info = {"version": VERSION, "seed": seed, "n_per_class": n_per_class, "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "weight_decay": weight_decay, "final_loss": float(loss.item()),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    info = {
+        "version": VERSION,
+        "seed": seed,
+        "n_per_class": n_per_class,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "final_loss": float(loss.item()),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     (folder / "kmat_demo_backbone.json").write_text(json.dumps(info, indent=2))
     return folder
 
@@ -134,7 +152,11 @@ def shipped_demo_backbone() -> Path | None:
     if not info.is_file():
         return None
     meta = json.loads(info.read_text())
-    return folder if meta.get("version") == VERSION and all(meta.get(k) == v for k, v in DEFAULTS.items()) else None
+    return (
+        folder
+        if meta.get("version") == VERSION and all(meta.get(k) == v for k, v in DEFAULTS.items())
+        else None
+    )
 
 
 def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path:
@@ -145,7 +167,11 @@ def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path
     params = {**DEFAULTS, **overrides}
     if params == DEFAULTS and (shipped := shipped_demo_backbone()) is not None:
         return shipped
-    name = f"demo_backbone-{VERSION}" if params == DEFAULTS else f"demo_backbone-{VERSION}-{content_hash(params)}"
+    name = (
+        f"demo_backbone-{VERSION}"
+        if params == DEFAULTS
+        else f"demo_backbone-{VERSION}-{content_hash(params)}"
+    )
     folder = cache_dir() / name
     if not (folder / "kmat_demo_backbone.json").is_file():
         tmp = folder.with_name(folder.name + ".partial")
@@ -154,7 +180,9 @@ def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path
 
             shutil.rmtree(tmp)
         if log is not None:
-            log(f"[backbone] pre-training a demo backbone on SynthMed captions into {folder} (once; cached) ...")
+            log(
+                f"[backbone] pre-training a demo backbone on SynthMed captions into {folder} (once; cached) ..."
+            )
         build_demo_backbone(tmp, show_progress=show_progress, **params)
         if folder.exists():
             import shutil

@@ -286,9 +286,7 @@ def _content_of(raw: bytes, status: int) -> str:
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else choice.get("text")
     if not isinstance(content, str):
-        raise _Retryable(
-            "malformed answer (choices[0].message.content is not a string)", status=status
-        )
+        raise _Retryable("malformed answer (choices[0].message.content is not a string)", status=status)
     return content
 
 
@@ -504,9 +502,7 @@ def generate_descriptions(
         max_stalls=max_stalls,
     )
     data = job.ordered(_load_existing(job.out))
-    missing = sum(
-        max(0, n - len(data.get(m, {}).get(c, []))) for m, _ in modalities for c, _ in classes
-    )
+    missing = sum(max(0, n - len(data.get(m, {}).get(c, []))) for m, _ in modalities for c, _ in classes)
     with progress_bar(total=missing, desc="descriptions", unit="sent", disable=not progress) as bar:
         for m_key, m_name in job.modalities:
             for c_key, c_name in job.classes:

@@ -65,7 +65,14 @@ def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray
 def _lesion(rng: np.random.Generator, cls: str, size: int) -> tuple[np.ndarray, dict]:
     """Soft lesion mask in [0, 1] and its geometry."""
     if cls == "normal":
-        return np.zeros((size, size)), {"shape": "none", "margin": "none", "size": "none", "cx": 0, "cy": 0, "r": 0}
+        return np.zeros((size, size)), {
+            "shape": "none",
+            "margin": "none",
+            "size": "none",
+            "cx": 0,
+            "cy": 0,
+            "r": 0,
+        }
     x, y = _grid(size)
     cx, cy = rng.uniform(0.32, 0.68, 2) * size
     big = rng.random() < 0.5
@@ -78,12 +85,15 @@ def _lesion(rng: np.random.Generator, cls: str, size: int) -> tuple[np.ndarray, 
         rot = rng.uniform(0, math.pi)
         u = dx * math.cos(rot) + dy * math.sin(rot)
         v = -dx * math.sin(rot) + dy * math.cos(rot)
-        rho = np.hypot(u / aspect, v) / r * aspect ** 0.5
+        rho = np.hypot(u / aspect, v) / r * aspect**0.5
         lobulated = rng.random() < 0.2  # some benign masses are gently lobulated
         if lobulated:
             rho = rho / (1.0 + 0.1 * np.cos(rng.integers(3, 5) * np.arctan2(v, u) + rng.uniform(0, 6)))
         mask = 1.0 / (1.0 + np.exp((rho - 1.0) * r / 0.8))
-        geo = {"shape": "lobulated" if lobulated else ("round" if aspect == 1.0 else "oval"), "margin": "smooth"}
+        geo = {
+            "shape": "lobulated" if lobulated else ("round" if aspect == 1.0 else "oval"),
+            "margin": "smooth",
+        }
     else:
         circumscribed = rng.random() < 0.25  # some carcinomas look circumscribed, without spicules
         radius = np.ones_like(theta)
@@ -98,14 +108,17 @@ def _lesion(rng: np.random.Generator, cls: str, size: int) -> tuple[np.ndarray, 
             length = r * rng.uniform(1.8, 2.6)
             spic = (along > 0) & (along < length) & (across < 0.7 + 0.8 * (1 - along / length))
             mask = np.maximum(mask, spic * (1.0 - along / length) * 0.9)
-        geo = {"shape": "round" if circumscribed else "irregular", "margin": "indistinct" if circumscribed
-               else "spiculated"}
+        geo = {
+            "shape": "round" if circumscribed else "irregular",
+            "margin": "indistinct" if circumscribed else "spiculated",
+        }
     geo.update({"size": "large" if big else "small", "cx": cx, "cy": cy, "r": r})
     return mask, geo
 
 
-def render_mammo(rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE,
-                 contrast: float = 1.0) -> tuple[np.ndarray, Attributes]:
+def render_mammo(
+    rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE, contrast: float = 1.0
+) -> tuple[np.ndarray, Attributes]:
     """High-end physics: bright dense masses on fine fibroglandular texture, sharp, high contrast."""
     mask, geo = _lesion(rng, cls, size)
     tissue = 0.18 + 0.22 * _smooth_noise(rng, size, 12) + 0.12 * _smooth_noise(rng, size, 3)
@@ -128,8 +141,9 @@ def render_mammo(rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE,
     return np.clip(img, 0, 1), attrs
 
 
-def render_sono(rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE,
-                contrast: float = 1.0) -> tuple[np.ndarray, Attributes]:
+def render_sono(
+    rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE, contrast: float = 1.0
+) -> tuple[np.ndarray, Attributes]:
     """Low-end physics: fan-shaped view, speckle, blur, inverted contrast, posterior features."""
     mask, geo = _lesion(rng, cls, size)
     x, y = _grid(size)
@@ -164,8 +178,15 @@ def render_sono(rng: np.random.Generator, cls: str, size: int = IMAGE_SIZE,
 RENDER = {"high": render_mammo, "low": render_sono}
 
 
-def sample_image(seed: int, role: str, cls: str, index: int, pool: str = "task",
-                 size: int = IMAGE_SIZE, contrast: float = 1.0) -> tuple[Image.Image, Attributes]:
+def sample_image(
+    seed: int,
+    role: str,
+    cls: str,
+    index: int,
+    pool: str = "task",
+    size: int = IMAGE_SIZE,
+    contrast: float = 1.0,
+) -> tuple[Image.Image, Attributes]:
     """Image ``index`` of a class in a modality; depends only on its arguments.
 
     ``contrast`` scales the lesion's contrast against the tissue (the benchmark uses
@@ -178,8 +199,11 @@ def sample_image(seed: int, role: str, cls: str, index: int, pool: str = "task",
 
 # ----------------------------------------------------------------------------- text
 _SHAPE = {"round": "round", "oval": "oval", "irregular": "irregular", "lobulated": "lobulated"}
-_MARGIN = {"smooth": "smooth circumscribed margins", "spiculated": "spiculated irregular margins",
-           "indistinct": "indistinct margins"}
+_MARGIN = {
+    "smooth": "smooth circumscribed margins",
+    "spiculated": "spiculated irregular margins",
+    "indistinct": "indistinct margins",
+}
 
 
 def caption(attrs: Attributes, rng: np.random.Generator, with_class: bool, short: bool = False) -> str:
@@ -194,10 +218,16 @@ def caption(attrs: Attributes, rng: np.random.Generator, with_class: bool, short
         return forms[rng.integers(len(forms))].format(mod=mod, name=CLASSNAMES[attrs.cls]) + "."
     if attrs.cls == "normal":
         body = {
-            "mammogram": ["with fine fibroglandular texture and no mass", "of dense tissue without a focal mass",
-                          "with scattered texture and no lesion"],
-            "sonogram": ["of layered tissue without a focal mass", "with homogeneous speckle and no lesion",
-                         "showing tissue layers in a fan shaped view and no mass"],
+            "mammogram": [
+                "with fine fibroglandular texture and no mass",
+                "of dense tissue without a focal mass",
+                "with scattered texture and no lesion",
+            ],
+            "sonogram": [
+                "of layered tissue without a focal mass",
+                "with homogeneous speckle and no lesion",
+                "showing tissue layers in a fan shaped view and no mass",
+            ],
         }[mod]
         text = f"a {mod} {body[rng.integers(len(body))]}"
     else:
@@ -219,31 +249,67 @@ def caption(attrs: Attributes, rng: np.random.Generator, with_class: bool, short
             parts.append("and " + " and ".join(extra))
         text = " ".join(parts)
     if with_class:
-        text = f"{text}, {CLASSNAMES[attrs.cls]}" if rng.random() < 0.5 else f"{CLASSNAMES[attrs.cls]}: {text}"
+        text = (
+            f"{text}, {CLASSNAMES[attrs.cls]}" if rng.random() < 0.5 else f"{CLASSNAMES[attrs.cls]}: {text}"
+        )
     return text + "."
 
 
 _DESC_FEATURES = {
-    ("high", "normal"): ["fine fibroglandular texture", "scattered dense tissue without a focal mass",
-                         "no mass and no calcification", "symmetric background texture", "no architectural distortion",
-                         "uniform texture across the field", "no bright focal density"],
-    ("high", "benign"): ["a round bright dense mass", "an oval bright mass", "smooth circumscribed margins",
-                         "a homogeneous dense interior", "no calcifications inside the mass",
-                         "a well defined edge", "a small or large oval density"],
-    ("high", "malignant"): ["an irregular bright dense mass", "spiculated margins radiating into the tissue",
-                            "a heterogeneous dense interior", "clustered microcalcifications",
-                            "thin bright spicules around the mass", "an ill defined irregular outline",
-                            "bright specks of calcification inside the mass"],
-    ("low", "normal"): ["layered tissue without a focal mass", "homogeneous speckle in a fan shaped view",
-                        "a dark fat band near the skin", "no hypoechoic lesion", "no posterior shadowing",
-                        "uniform echoes across the field", "parallel tissue layers"],
-    ("low", "benign"): ["a round dark hypoechoic mass", "an oval dark mass", "smooth circumscribed margins",
-                        "posterior acoustic enhancement below the mass", "a homogeneous dark interior",
-                        "a bright band beneath the lesion", "a well defined anechoic looking lesion"],
-    ("low", "malignant"): ["an irregular dark hypoechoic mass", "spiculated irregular margins",
-                           "posterior acoustic shadowing below the mass", "a heterogeneous dark interior",
-                           "a dark shadow beneath the lesion", "an ill defined irregular outline",
-                           "angular margins with spicules"],
+    ("high", "normal"): [
+        "fine fibroglandular texture",
+        "scattered dense tissue without a focal mass",
+        "no mass and no calcification",
+        "symmetric background texture",
+        "no architectural distortion",
+        "uniform texture across the field",
+        "no bright focal density",
+    ],
+    ("high", "benign"): [
+        "a round bright dense mass",
+        "an oval bright mass",
+        "smooth circumscribed margins",
+        "a homogeneous dense interior",
+        "no calcifications inside the mass",
+        "a well defined edge",
+        "a small or large oval density",
+    ],
+    ("high", "malignant"): [
+        "an irregular bright dense mass",
+        "spiculated margins radiating into the tissue",
+        "a heterogeneous dense interior",
+        "clustered microcalcifications",
+        "thin bright spicules around the mass",
+        "an ill defined irregular outline",
+        "bright specks of calcification inside the mass",
+    ],
+    ("low", "normal"): [
+        "layered tissue without a focal mass",
+        "homogeneous speckle in a fan shaped view",
+        "a dark fat band near the skin",
+        "no hypoechoic lesion",
+        "no posterior shadowing",
+        "uniform echoes across the field",
+        "parallel tissue layers",
+    ],
+    ("low", "benign"): [
+        "a round dark hypoechoic mass",
+        "an oval dark mass",
+        "smooth circumscribed margins",
+        "posterior acoustic enhancement below the mass",
+        "a homogeneous dark interior",
+        "a bright band beneath the lesion",
+        "a well defined anechoic looking lesion",
+    ],
+    ("low", "malignant"): [
+        "an irregular dark hypoechoic mass",
+        "spiculated irregular margins",
+        "posterior acoustic shadowing below the mass",
+        "a heterogeneous dark interior",
+        "a dark shadow beneath the lesion",
+        "an ill defined irregular outline",
+        "angular margins with spicules",
+    ],
 }
 
 
@@ -264,7 +330,7 @@ def descriptions(n: int = 56) -> dict[str, dict[str, list[str]]]:
             ]
             for t in templates:
                 for i, a in enumerate(feats):
-                    for b in feats[i + 1:]:
+                    for b in feats[i + 1 :]:
                         s = t.format(name=name, mod=shown, a=a, b=b)
                         if s not in sents:
                             sents.append(s)
@@ -275,8 +341,13 @@ def descriptions(n: int = 56) -> dict[str, dict[str, list[str]]]:
 
 
 # ----------------------------------------------------------------------------- task folder
-def write_synthmed(folder: str | Path, seed: int = 0, splits: dict[str, int] | None = None,
-                   size: int = IMAGE_SIZE, contrast: float = TASK_CONTRAST) -> Path:
+def write_synthmed(
+    folder: str | Path,
+    seed: int = 0,
+    splits: dict[str, int] | None = None,
+    size: int = IMAGE_SIZE,
+    contrast: float = TASK_CONTRAST,
+) -> Path:
     """Write the SynthMed task (images, manifests, task.json, descriptions.json); idempotent."""
     folder = Path(folder)
     splits = splits or SPLITS
@@ -285,13 +356,25 @@ def write_synthmed(folder: str | Path, seed: int = 0, splits: dict[str, int] | N
         "title": "SynthMed: synthetic mammogram -> sonogram",
         "classes": CLASSES,
         "classnames": CLASSNAMES,
-        "high_end": {"dataset": "synthmed", "modality": MODALITIES["high"][0], "display_name": MODALITIES["high"][1],
-                     "manifest": "synthmed__high.csv"},
-        "low_end": {"dataset": "synthmed", "modality": MODALITIES["low"][0], "display_name": MODALITIES["low"][1],
-                    "manifest": "synthmed__low.csv"},
-        "expected_counts": {r: {s: n * len(CLASSES) for s, n in splits.items()} for r in ("high_end", "low_end")},
-        "split_provenance": {"high_end": f"generated by kmat.tools.synthmed (seed={seed})",
-                             "low_end": f"generated by kmat.tools.synthmed (seed={seed})"},
+        "high_end": {
+            "dataset": "synthmed",
+            "modality": MODALITIES["high"][0],
+            "display_name": MODALITIES["high"][1],
+            "manifest": "synthmed__high.csv",
+        },
+        "low_end": {
+            "dataset": "synthmed",
+            "modality": MODALITIES["low"][0],
+            "display_name": MODALITIES["low"][1],
+            "manifest": "synthmed__low.csv",
+        },
+        "expected_counts": {
+            r: {s: n * len(CLASSES) for s, n in splits.items()} for r in ("high_end", "low_end")
+        },
+        "split_provenance": {
+            "high_end": f"generated by kmat.tools.synthmed (seed={seed})",
+            "low_end": f"generated by kmat.tools.synthmed (seed={seed})",
+        },
         "generator": {"seed": seed, "splits": splits, "size": size, "contrast": contrast},
     }
     for role, key in (("high", "high_end"), ("low", "low_end")):
@@ -304,8 +387,9 @@ def write_synthmed(folder: str | Path, seed: int = 0, splits: dict[str, int] | N
                     rel = f"images/{mod}/{split}/{cls}_{i:04d}.png"
                     path = folder / rel
                     if not path.is_file():
-                        img, _ = sample_image(seed, role, cls, index + i, pool=split, size=size,
-                                              contrast=contrast)
+                        img, _ = sample_image(
+                            seed, role, cls, index + i, pool=split, size=size, contrast=contrast
+                        )
                         path.parent.mkdir(parents=True, exist_ok=True)
                         img.save(path)
                     rows.append([rel, cls, split, mod, "synthmed", rel])

@@ -75,31 +75,61 @@ ARCHS = {
     # name: (vision_cfg, text BERT config kwargs, embed_dim, context_length)
     "tiny": (
         {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16, "mlp_ratio": 2.0},
-        {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-         "max_position_embeddings": 128},
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 128,
+        },
         24,
         64,
     ),
     "demo": (
         {"image_size": 48, "patch_size": 8, "width": 64, "layers": 4, "head_width": 32, "mlp_ratio": 2.0},
-        {"hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 3, "intermediate_size": 192,
-         "max_position_embeddings": 128},
+        {
+            "hidden_size": 96,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 3,
+            "intermediate_size": 192,
+            "max_position_embeddings": 128,
+        },
         64,
         64,
     ),
     "reduced": (
-        {"timm_model_name": "vit_small_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
-         "timm_proj": "linear", "image_size": 224},
-        {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "intermediate_size": 1536,
-         "max_position_embeddings": 512},
+        {
+            "timm_model_name": "vit_small_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
+        {
+            "hidden_size": 384,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 6,
+            "intermediate_size": 1536,
+            "max_position_embeddings": 512,
+        },
         256,
         256,
     ),
     "full": (
-        {"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
-         "timm_proj": "linear", "image_size": 224},
-        {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-         "max_position_embeddings": 512},
+        {
+            "timm_model_name": "vit_base_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
+        {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "max_position_embeddings": 512,
+        },
         512,
         256,
     ),
@@ -131,8 +161,13 @@ def write_tiny_biomedclip(
     vocab = build_vocab(extra_words, size=30522 if size == "full" else None)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok_cfg = {
-        "tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": context_length,
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": True,
+        "model_max_length": context_length,
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
         "mask_token": "[MASK]",
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
@@ -154,8 +189,9 @@ def write_tiny_biomedclip(
     model = open_clip.CustomTextCLIP(**build_cfg)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    atomic_save_safetensors(folder / "open_clip_model.safetensors",
-                            {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    atomic_save_safetensors(
+        folder / "open_clip_model.safetensors", {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    )
     cfg = {
         "model_cfg": model_cfg,
         "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD)},

@@ -19,8 +19,16 @@ CLASSES = ["normal", "benign", "malignant"]
 CLASSNAMES = {"normal": "normal tissue", "benign": "benign lesion", "malignant": "malignant lesion"}
 SHAPE_WORDS = {
     "normal": ["no focal lesion", "homogeneous background texture", "no mass is visible"],
-    "benign": ["a round smooth-margined mass", "an oval circumscribed lesion", "a homogeneous well-defined blob"],
-    "malignant": ["an irregular spiculated mass", "a heterogeneous lesion with jagged margins", "a spiky ill-defined blob"],
+    "benign": [
+        "a round smooth-margined mass",
+        "an oval circumscribed lesion",
+        "a homogeneous well-defined blob",
+    ],
+    "malignant": [
+        "an irregular spiculated mass",
+        "a heterogeneous lesion with jagged margins",
+        "a spiky ill-defined blob",
+    ],
 }
 MODALITY_WORDS = {
     "hiscan": ["on a sharp high-contrast hiscan image", "in a bright hiscan acquisition with fine texture"],
@@ -37,7 +45,9 @@ def _blob(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cls: str, size: i
     pts = []
     for k in range(n):
         a = 2 * math.pi * k / n
-        rr = r * (1.0 + (rng.uniform(-0.5, 0.6) if cls == "malignant" and k % 2 else rng.uniform(-0.05, 0.05)))
+        rr = r * (
+            1.0 + (rng.uniform(-0.5, 0.6) if cls == "malignant" and k % 2 else rng.uniform(-0.05, 0.05))
+        )
         pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
     draw.polygon(pts, fill=fill)
 
@@ -54,8 +64,15 @@ def render(cls: str, modality: str, rng: np.random.Generator, size: int = 48) ->
     return img.convert("RGB")
 
 
-def write_toy_task(folder: str | Path, n_train: int = 8, n_val: int = 4, n_test: int = 4,
-                   seed: int = 0, size: int = 48, n_descriptions: int = 6) -> Path:
+def write_toy_task(
+    folder: str | Path,
+    n_train: int = 8,
+    n_val: int = 4,
+    n_test: int = 4,
+    seed: int = 0,
+    size: int = 48,
+    n_descriptions: int = 6,
+) -> Path:
     """Write the toy task (per class and modality: n_train/n_val/n_test images) and return its folder."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -63,10 +80,18 @@ def write_toy_task(folder: str | Path, n_train: int = 8, n_val: int = 4, n_test:
         "task": "toy",
         "classes": CLASSES,
         "classnames": CLASSNAMES,
-        "high_end": {"dataset": "toy", "modality": "hiscan", "display_name": "hiscan",
-                     "manifest": "toy__hiscan.csv"},
-        "low_end": {"dataset": "toy", "modality": "loscan", "display_name": "loscan",
-                    "manifest": "toy__loscan.csv"},
+        "high_end": {
+            "dataset": "toy",
+            "modality": "hiscan",
+            "display_name": "hiscan",
+            "manifest": "toy__hiscan.csv",
+        },
+        "low_end": {
+            "dataset": "toy",
+            "modality": "loscan",
+            "display_name": "loscan",
+            "manifest": "toy__loscan.csv",
+        },
         "split_provenance": {"high_end": f"generated (seed={seed})", "low_end": f"generated (seed={seed})"},
     }
     for key in ("high_end", "low_end"):

@@ -42,7 +42,9 @@ def atomic_save_safetensors(path: str | Path, tensors: dict, metadata: dict[str,
     return atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
-def csv_bytes(header: Sequence[object], rows: Iterable[Sequence[object]], lineterminator: str = "\r\n") -> bytes:
+def csv_bytes(
+    header: Sequence[object], rows: Iterable[Sequence[object]], lineterminator: str = "\r\n"
+) -> bytes:
     """A CSV file's bytes (UTF-8): ``header`` then ``rows``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator=lineterminator)

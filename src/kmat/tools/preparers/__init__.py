@@ -35,17 +35,43 @@ from kmat.tools.preparers.report import ModalityReport, PrepareReport
 
 PREPARERS: dict[str, Preparer] = {
     p.name: p
-    for p in (Derm7ptPreparer(), MidasPreparer(), DmidPreparer(), BusiPreparer(), CcCciiPreparer(),
-              ChestXrayPreparer(), ImageFolderPreparer())
+    for p in (
+        Derm7ptPreparer(),
+        MidasPreparer(),
+        DmidPreparer(),
+        BusiPreparer(),
+        CcCciiPreparer(),
+        ChestXrayPreparer(),
+        ImageFolderPreparer(),
+    )
 }
-ALIASES = {"cxr_prashant268": "chestxray", "cxr": "chestxray", "prashant268": "chestxray",
-           "cc-ccii": "cc_ccii", "ccccii": "cc_ccii", "mra_midas": "midas", "mra-midas": "midas",
-           "derm7": "derm7pt", "image_folder": "imagefolder"}
+ALIASES = {
+    "cxr_prashant268": "chestxray",
+    "cxr": "chestxray",
+    "prashant268": "chestxray",
+    "cc-ccii": "cc_ccii",
+    "ccccii": "cc_ccii",
+    "mra_midas": "midas",
+    "mra-midas": "midas",
+    "derm7": "derm7pt",
+    "image_folder": "imagefolder",
+}
 
 __all__ = [
-    "PREPARERS", "PrepareError", "PrepareReport", "ModalityReport", "Problem", "TaskStatus",
-    "ModalityStatus", "prepare_dataset", "list_tasks", "format_task_list", "dataset_names",
-    "preparer_options", "load_definition", "task_names",
+    "PREPARERS",
+    "PrepareError",
+    "PrepareReport",
+    "ModalityReport",
+    "Problem",
+    "TaskStatus",
+    "ModalityStatus",
+    "prepare_dataset",
+    "list_tasks",
+    "format_task_list",
+    "dataset_names",
+    "preparer_options",
+    "load_definition",
+    "task_names",
 ]
 
 

@@ -66,8 +66,9 @@ class Preparer:
         raise NotImplementedError
 
 
-def generated_split(col: Collected, spec: dict, roles: tuple[str, ...], opts: dict, namespace: str,
-                    grouped_by: str) -> dict[str, str]:
+def generated_split(
+    col: Collected, spec: dict, roles: tuple[str, ...], opts: dict, namespace: str, grouped_by: str
+) -> dict[str, str]:
     """A generated split of the rows of ``roles`` taken together (paired rows share their split).
 
     Ratios: ``opts["ratios"]`` if given, else the paper's counts of the first role. With one role and
@@ -90,8 +91,10 @@ def generated_split(col: Collected, spec: dict, roles: tuple[str, ...], opts: di
     if totals and sum(totals.values()) == len(rows):
         source = "the paper's exact per-split totals " + "/".join(str(totals[s]) for s in SPLITS)
     paired = " and shared by both modalities (pair_id)" if len(roles) > 1 else ""
-    text = (f"generated: stratified by class, grouped by {grouped_by}{paired}, {source}, "
-            f"seed={opts['seed']} -> {'/'.join(str(got[s]) for s in SPLITS)}")
+    text = (
+        f"generated: stratified by class, grouped by {grouped_by}{paired}, {source}, "
+        f"seed={opts['seed']} -> {'/'.join(str(got[s]) for s in SPLITS)}"
+    )
     return {role: text for role in roles}
 
 
@@ -112,8 +115,9 @@ def resolve_options(prep: Preparer, given: dict) -> dict:
     allowed = {**COMMON_OPTIONS, **prep.options}
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise PrepareError(f"unknown option(s) {unknown} for preparer {prep.name!r}; "
-                           f"its options are {sorted(allowed)}")
+        raise PrepareError(
+            f"unknown option(s) {unknown} for preparer {prep.name!r}; its options are {sorted(allowed)}"
+        )
     return {k: (given[k] if given.get(k) is not None else v) for k, v in allowed.items()}
 
 
@@ -151,7 +155,9 @@ def _check_classes(col: Collected, spec: dict, roles: tuple[str, ...]) -> None:
         have = Counter(r.label for r in rows)
         unknown = sorted(set(have) - set(spec["classes"]))
         if unknown:
-            raise PrepareError(f"unknown class(es) {unknown} for {mod}; the task's classes are {spec['classes']}")
+            raise PrepareError(
+                f"unknown class(es) {unknown} for {mod}; the task's classes are {spec['classes']}"
+            )
         empty = [c for c in spec["classes"] if not have.get(c)]
         if empty:
             raise PrepareError(
@@ -208,8 +214,12 @@ def run(prep: Preparer, raw: str | Path, out: str | Path, options: dict) -> Prep
 
     record_opts = {k: jsonable(v) for k, v in opts.items() if k != "overwrite"}
     prepared = {
-        role: {"root": str(col.root), "sha256": sha256_bytes(payload[role][1]), "provenance": provenance[role],
-               "record": {"preparer": prep.name, "options": record_opts}}
+        role: {
+            "root": str(col.root),
+            "sha256": sha256_bytes(payload[role][1]),
+            "provenance": provenance[role],
+            "record": {"preparer": prep.name, "options": record_opts},
+        }
         for role in roles
     }
     tj = folder / "task.json"
@@ -231,16 +241,29 @@ def run(prep: Preparer, raw: str | Path, out: str | Path, options: dict) -> Prep
     expected = spec.get("expected_counts") or {}
     mods = [
         ModalityReport(
-            role=role, modality=spec[role]["modality"], dataset=spec[role].get("dataset", prep.name),
-            manifest=payload[role][0], root=col.root, classes=list(spec["classes"]),
-            counts=_counts(col.rows[role], spec["classes"]), expected=expected.get(role),
-            provenance=provenance[role], sha256=prepared[role]["sha256"],
+            role=role,
+            modality=spec[role]["modality"],
+            dataset=spec[role].get("dataset", prep.name),
+            manifest=payload[role][0],
+            root=col.root,
+            classes=list(spec["classes"]),
+            counts=_counts(col.rows[role], spec["classes"]),
+            expected=expected.get(role),
+            provenance=provenance[role],
+            sha256=prepared[role]["sha256"],
             skipped_report=payload[role][2] if payload[role][3] is not None else None,
         )
         for role in roles
     ]
     return PrepareReport(
-        dataset=prep.name, task=spec["task"], task_folder=folder, task_json=tj, modalities=mods,
-        missing=col.problems.of_kind("missing"), ambiguous=col.problems.of_kind("ambiguous"),
-        skipped=col.problems.of_kind("skipped"), notes=notes, loadable=loadable,
+        dataset=prep.name,
+        task=spec["task"],
+        task_folder=folder,
+        task_json=tj,
+        modalities=mods,
+        missing=col.problems.of_kind("missing"),
+        ambiguous=col.problems.of_kind("ambiguous"),
+        skipped=col.problems.of_kind("skipped"),
+        notes=notes,
+        loadable=loadable,
     )

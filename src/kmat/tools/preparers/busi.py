@@ -21,15 +21,18 @@ HINT = "is this BUSI's Dataset_BUSI_with_GT folder (benign/, malignant/, normal/
 DEFAULT_EXCLUDE = ["*_mask*"]
 
 
-def import_biomedcoop_split(path: Path, rows: list[Row], lookup: dict[str, str], col: Collected,
-                            role: str) -> dict[str, str]:
+def import_biomedcoop_split(
+    path: Path, rows: list[Row], lookup: dict[str, str], col: Collected, role: str
+) -> dict[str, str]:
     """Image path -> split from a BiomedCoOp ``split_BUSI.json``; problems go to ``col``."""
     try:
         data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise PrepareError(f"split file {path}: cannot read it ({err})") from err
     if not isinstance(data, dict) or not any(k in data for k in SPLITS):
-        raise PrepareError(f"split file {path}: expected {{'train': [[relpath, label, classname], ...], 'val': ..., 'test': ...}}")
+        raise PrepareError(
+            f"split file {path}: expected {{'train': [[relpath, label, classname], ...], 'val': ..., 'test': ...}}"
+        )
     by_name: dict[str, list[Row]] = {}
     for r in rows:
         by_name.setdefault(PurePosixPath(r.path).name.lower(), []).append(r)
@@ -54,8 +57,10 @@ def import_biomedcoop_split(path: Path, rows: list[Row], lookup: dict[str, str],
                 continue
             row = cands[0]
             if row.label != label:
-                raise PrepareError(f"{where}: {rel!r} is {cname!r} in the split file but lies in folder "
-                                   f"{row.source_label!r} ({row.label}) on disk")
+                raise PrepareError(
+                    f"{where}: {rel!r} is {cname!r} in the split file but lies in folder "
+                    f"{row.source_label!r} ({row.label}) on disk"
+                )
             if row.path in out and out[row.path] != split:
                 raise PrepareError(f"{where}: {rel!r} is in both {out[row.path]!r} and {split!r}")
             out[row.path] = split
@@ -90,7 +95,9 @@ class BusiPreparer(Preparer):
             col.rows[role].append(Row(im.rel, im.label, block["modality"], self.name, stem, "", im.folder))
         col.notes.append(f"excluded {n_ex} file(s) matching {exclude}")
         if opts["split_file"]:
-            col.extra["imported"] = import_biomedcoop_split(opts["split_file"], col.rows[role], lookup, col, role)
+            col.extra["imported"] = import_biomedcoop_split(
+                opts["split_file"], col.rows[role], lookup, col, role
+            )
         return col
 
     def split(self, col: Collected, spec: dict, opts: dict) -> dict[str, str]:
@@ -104,5 +111,7 @@ class BusiPreparer(Preparer):
             n_out += r.split == "excluded"
         if n_out:
             col.notes.append(f"{n_out} image(s) on disk are not in the split file: kept as split 'excluded'")
-        return {role: f"imported: BiomedCoOp split file {Path(opts['split_file']).name} "
-                      "(entries matched by file name, labels remapped by class name)"}
+        return {
+            role: f"imported: BiomedCoOp split file {Path(opts['split_file']).name} "
+            "(entries matched by file name, labels remapped by class name)"
+        }

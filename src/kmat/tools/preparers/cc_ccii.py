@@ -42,7 +42,7 @@ def middle(items: list[str], k: int) -> list[str]:
     if len(items) <= k:
         return list(items)
     start = (len(items) - k) // 2
-    return items[start:start + k]
+    return items[start : start + k]
 
 
 def _exclusions(value: object, canon: dict[str, str]) -> set[ScanKey]:
@@ -50,8 +50,10 @@ def _exclusions(value: object, canon: dict[str, str]) -> set[ScanKey]:
     for item in [value] if isinstance(value, str) else (value or []):
         parts = str(item).replace("_", "/").strip("/").split("/")
         if len(parts) != 3 or norm_label(parts[0]) not in canon:
-            raise PrepareError(f"exclude_scans entry {item!r}: expected CLASS/patient/scan with CLASS in "
-                               f"{sorted(canon.values())}, e.g. NCP/328/1805")
+            raise PrepareError(
+                f"exclude_scans entry {item!r}: expected CLASS/patient/scan with CLASS in "
+                f"{sorted(canon.values())}, e.g. NCP/328/1805"
+            )
         out.add((canon[norm_label(parts[0])], parts[1], parts[2]))
     return out
 
@@ -70,8 +72,9 @@ class CcCciiPreparer(Preparer):
         "ratios": None,
     }
 
-    def _scans(self, raw: Path, canon: dict[str, str], col: Collected, role: str
-               ) -> dict[ScanKey, dict[str, str]]:
+    def _scans(
+        self, raw: Path, canon: dict[str, str], col: Collected, role: str
+    ) -> dict[ScanKey, dict[str, str]]:
         """Scan -> {slice stem (lower case): path}; duplicate slices are reported as ambiguous."""
         found: dict[ScanKey, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for f in walk_files(raw):
@@ -94,16 +97,21 @@ class CcCciiPreparer(Preparer):
                     col.extra.setdefault("ambiguous", set()).add(item)
         return scans
 
-    def _lesions(self, raw: Path, opts: dict, canon: dict[str, str], scans: dict, col: Collected,
-                 role: str) -> dict[ScanKey, list[str]]:
+    def _lesions(
+        self, raw: Path, opts: dict, canon: dict[str, str], scans: dict, col: Collected, role: str
+    ) -> dict[ScanKey, list[str]]:
         if opts["lesions_csv"]:
             path = Path(str(opts["lesions_csv"])).expanduser()
             if not path.is_file():
                 raise PrepareError(f"lesions_csv {path} not found")
         else:
             path = unique_shallowest(
-                find_file(raw, ("lesions_slices.csv",), max_depth=2), raw, "lesions_slices.csv",
-                "slice_policy='lesion_slices' needs it (or pass lesions_csv=PATH, or use slice_policy='middle_k' or 'all')")
+                find_file(raw, ("lesions_slices.csv",), max_depth=2),
+                raw,
+                "lesions_slices.csv",
+                "slice_policy='lesion_slices' needs it "
+                "(or pass lesions_csv=PATH, or use slice_policy='middle_k' or 'all')",
+            )
         picked: dict[ScanKey, list[str]] = defaultdict(list)
         with open(path, newline="", encoding="utf-8-sig") as fh:
             for lineno, rec in enumerate(csv.reader(fh), start=1):
@@ -120,7 +128,9 @@ class CcCciiPreparer(Preparer):
                     picked[key].append(stem)
                 elif key not in col.extra["excluded"]:
                     if "/".join(key) + "/" + stem not in col.extra.get("ambiguous", ()):
-                        col.problems.add(role, "missing", cell, "listed in lesions_slices.csv", f"{path.name}:{lineno}")
+                        col.problems.add(
+                            role, "missing", cell, "listed in lesions_slices.csv", f"{path.name}:{lineno}"
+                        )
         return picked
 
     def collect(self, raw: Path, spec: dict, opts: dict) -> Collected:
@@ -138,7 +148,9 @@ class CcCciiPreparer(Preparer):
         col.extra["excluded"] = excluded = _exclusions(opts["exclude_scans"], canon)
         scans = self._scans(raw, canon, col, role)
         if not scans:
-            raise PrepareError(f"no slice images in {{NCP,CP,Normal}}/<patient>/<scan>/ folders under {raw}: {HINT}")
+            raise PrepareError(
+                f"no slice images in {{NCP,CP,Normal}}/<patient>/<scan>/ folders under {raw}: {HINT}"
+            )
         normal = [c for c, v in block["label_map"].items() if v == "normal"]
         lesions = self._lesions(raw, opts, canon, scans, col, role) if policy == "lesion_slices" else {}
         for key in sorted(scans, key=lambda t: tuple(natural_key(x) for x in t)):
@@ -155,13 +167,24 @@ class CcCciiPreparer(Preparer):
                 stems = sorted(set(lesions.get(key, [])), key=natural_key)
             cls, patient, _ = key
             for stem in stems:
-                col.rows[role].append(Row(scans[key][stem], block["label_map"][cls], block["modality"],
-                                          self.name, f"{cls}/{patient}", "", cls))
+                col.rows[role].append(
+                    Row(
+                        scans[key][stem],
+                        block["label_map"][cls],
+                        block["modality"],
+                        self.name,
+                        f"{cls}/{patient}",
+                        "",
+                        cls,
+                    )
+                )
         n_ex = len(excluded & set(scans))
         uses_k = policy == "middle_k" or (policy == "lesion_slices" and opts["normal_policy"] == "middle_k")
-        col.notes.append(f"{len(scans)} scan(s) found; slice_policy={policy}"
-                         + (f", k={k}" if uses_k else "")
-                         + (f"; {n_ex} scan(s) excluded by exclude_scans" if n_ex else ""))
+        col.notes.append(
+            f"{len(scans)} scan(s) found; slice_policy={policy}"
+            + (f", k={k}" if uses_k else "")
+            + (f"; {n_ex} scan(s) excluded by exclude_scans" if n_ex else "")
+        )
         return col
 
     def split(self, col: Collected, spec: dict, opts: dict) -> dict[str, str]:

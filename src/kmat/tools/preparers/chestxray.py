@@ -41,7 +41,9 @@ class ChestXrayPreparer(Preparer):
         col = Collected(root=base, rows={role: []})
         for im in images:
             group = str(PurePosixPath(im.rel).with_suffix(""))
-            row = Row(im.rel, im.label, block["modality"], block.get("dataset", self.name), group, "", im.folder)
+            row = Row(
+                im.rel, im.label, block["modality"], block.get("dataset", self.name), group, "", im.folder
+            )
             row.split = im.split
             col.rows[role].append(row)
         return col
@@ -49,5 +51,6 @@ class ChestXrayPreparer(Preparer):
     def split(self, col: Collected, spec: dict, opts: dict) -> dict[str, str]:
         if opts["split"] == "kaggle":
             return {self.roles[0]: "Kaggle's own train/test folders (no val split)"}
-        return generated_split(col, spec, self.roles, opts, "cxr_prashant268",
-                               "image; Kaggle train+test pooled")
+        return generated_split(
+            col, spec, self.roles, opts, "cxr_prashant268", "image; Kaggle train+test pooled"
+        )

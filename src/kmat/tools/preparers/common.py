@@ -33,8 +33,16 @@ class Row:
     split: str = ""
 
     def as_list(self) -> list[str]:
-        return [self.path, self.label, self.split, self.modality, self.dataset,
-                self.group_id, self.pair_id, self.source_label]
+        return [
+            self.path,
+            self.label,
+            self.split,
+            self.modality,
+            self.dataset,
+            self.group_id,
+            self.pair_id,
+            self.source_label,
+        ]
 
 
 @dataclass
@@ -156,7 +164,9 @@ def unique_shallowest(found: list[Path], raw: Path, what: str, hint: str) -> Pat
     top = [p for p in found if len(p.relative_to(raw).parts) == depth]
     if len(top) > 1:
         listed = ", ".join(str(p.relative_to(raw)) for p in top)
-        raise PrepareError(f"{what}: several candidates under {raw} ({listed}); pass the one to use explicitly")
+        raise PrepareError(
+            f"{what}: several candidates under {raw} ({listed}); pass the one to use explicitly"
+        )
     return found[0]
 
 

@@ -36,8 +36,10 @@ def find_root(raw: Path) -> Path:
 def read_index_file(path: Path, n_rows: int) -> list[int]:
     """0-based meta.csv row numbers from an official ``*_indexes.csv`` (column ``indexes``)."""
     if not path.is_file():
-        raise PrepareError(f"{path} not found: the official Derm7pt split needs meta/train_indexes.csv, "
-                           "meta/valid_indexes.csv and meta/test_indexes.csv")
+        raise PrepareError(
+            f"{path} not found: the official Derm7pt split needs meta/train_indexes.csv, "
+            "meta/valid_indexes.csv and meta/test_indexes.csv"
+        )
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
     if not rows:
@@ -89,12 +91,19 @@ class Derm7ptPreparer(Preparer):
                 label = lookups[role].get(norm_label(diagnosis))
                 if label is None:
                     known = sorted(spec[role].get("label_map", {}))
-                    raise PrepareError(f"{meta}:{lineno}: unknown diagnosis {diagnosis!r}; known values: {known}")
+                    raise PrepareError(
+                        f"{meta}:{lineno}: unknown diagnosis {diagnosis!r}; known values: {known}"
+                    )
                 case = (rec[fields["case_num"]] or "").strip() or str(i + 1)
                 value = (rec[fields[COLUMNS[role]]] or "").strip()
                 if not value:
-                    col.problems.add(role, "missing", f"case {case}", f"empty {COLUMNS[role]!r} column",
-                                     f"meta.csv:{lineno}")
+                    col.problems.add(
+                        role,
+                        "missing",
+                        f"case {case}",
+                        f"empty {COLUMNS[role]!r} column",
+                        f"meta.csv:{lineno}",
+                    )
                     continue
                 rel = "images/" + value.replace("\\", "/").lstrip("/")
                 res = index.resolve(rel)
@@ -109,12 +118,16 @@ class Derm7ptPreparer(Preparer):
         for split, fname in INDEX_FILES.items():
             for i in read_index_file(root / "meta" / fname, len(records)):
                 if i in splits and splits[i] != split:
-                    raise PrepareError(f"{root / 'meta'}: meta.csv row {i} is in both {splits[i]!r} and {split!r}")
+                    raise PrepareError(
+                        f"{root / 'meta'}: meta.csv row {i} is in both {splits[i]!r} and {split!r}"
+                    )
                 splits[i] = split
         col.extra = {"row_of": row_of, "splits": splits}
         n_out = len(records) - len(splits)
         if n_out:
-            col.notes.append(f"{n_out} case(s) of meta.csv are in no official index file: kept as split 'excluded'")
+            col.notes.append(
+                f"{n_out} case(s) of meta.csv are in no official index file: kept as split 'excluded'"
+            )
         return col
 
     def split(self, col: Collected, spec: dict, opts: dict) -> dict[str, str]:

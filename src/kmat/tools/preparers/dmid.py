@@ -110,7 +110,9 @@ class DmidPreparer(Preparer):
             for lineno, v in per_image[image]:
                 v = v.strip().upper()
                 if v and v not in SEVERITY:
-                    raise PrepareError(f"{meta}:{lineno}: unknown classification {v!r} for {image}; expected N, B or M")
+                    raise PrepareError(
+                        f"{meta}:{lineno}: unknown classification {v!r} for {image}; expected N, B or M"
+                    )
                 if v:
                     values.append(v)
             if len(set(values)) > 1:
@@ -125,16 +127,22 @@ class DmidPreparer(Preparer):
             rel = f"{folder}/{image}{ext}"
             res = index.resolve(rel)
             if res.path is None:
-                col.problems.add(role, "ambiguous" if res.ambiguous else "missing", rel,
-                                 ", ".join(res.candidates), where)
+                col.problems.add(
+                    role, "ambiguous" if res.ambiguous else "missing", rel, ", ".join(res.candidates), where
+                )
                 continue
-            col.rows[role].append(Row(res.path, lookup[code], spec[role]["modality"], self.name, image, "", source))
+            col.rows[role].append(
+                Row(res.path, lookup[code], spec[role]["modality"], self.name, image, "", source)
+            )
         return col
 
-    def _fallback(self, image: str, reports: FileIndex | None, col: Collected, role: str,
-                  where: str) -> tuple[str | None, str]:
+    def _fallback(
+        self, image: str, reports: FileIndex | None, col: Collected, role: str, where: str
+    ) -> tuple[str | None, str]:
         if reports is None:
-            col.problems.add(role, "skipped", image, "no N/B/M classification (birads_fallback is off)", where)
+            col.problems.add(
+                role, "skipped", image, "no N/B/M classification (birads_fallback is off)", where
+            )
             return None, ""
         res = reports.resolve(f"Reports/{image}.txt")
         if res.path is None:
@@ -144,8 +152,9 @@ class DmidPreparer(Preparer):
         found = birads_of(text)
         if len(found) != 1 or next(iter(found)) not in BIRADS_CLASS:
             what = f"BIRADS {sorted(found)}" if found else "no BIRADS"
-            col.problems.add(role, "skipped", image, f"no N/B/M classification; report has {what}: unresolved",
-                             res.path)
+            col.problems.add(
+                role, "skipped", image, f"no N/B/M classification; report has {what}: unresolved", res.path
+            )
             return None, ""
         b = next(iter(found))
         col.notes.append(f"{image}: label from report BIRADS {b} (no N/B/M classification)")

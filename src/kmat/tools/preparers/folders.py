@@ -17,8 +17,15 @@ from kmat.tools.preparers.common import (
     walk_files,
 )
 
-SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-              "test": "test", "testing": "test"}
+SPLIT_DIRS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,9 @@ class FolderImage:
     split: str  # "train"/"val"/"test" from a split folder, else ""
 
 
-def folder_lookup(label_map: dict[str, str], classes: list[str], aliases: dict[str, str] | None) -> dict[str, str]:
+def folder_lookup(
+    label_map: dict[str, str], classes: list[str], aliases: dict[str, str] | None
+) -> dict[str, str]:
     """Normalised folder name -> class key (class keys, the label map, then user aliases)."""
     out = {norm_name(c): c for c in classes}
     out.update({norm_name(k): v for k, v in label_map.items()})
@@ -60,12 +69,14 @@ def find_base(raw: Path, accept, what: str, hint: str, max_depth: int = 2) -> Pa
 
 def _excluded(rel: str, patterns: list[str]) -> bool:
     name = rel.rsplit("/", 1)[-1].lower()
-    return any(fnmatch.fnmatchcase(name, p.lower()) or fnmatch.fnmatchcase(rel.lower(), p.lower())
-               for p in patterns)
+    return any(
+        fnmatch.fnmatchcase(name, p.lower()) or fnmatch.fnmatchcase(rel.lower(), p.lower()) for p in patterns
+    )
 
 
-def scan_classes(base: Path, lookup: dict[str, str], exclude: list[str], split: str = "",
-                 prefix: str = "", what: str = "") -> tuple[list[FolderImage], int]:
+def scan_classes(
+    base: Path, lookup: dict[str, str], exclude: list[str], split: str = "", prefix: str = "", what: str = ""
+) -> tuple[list[FolderImage], int]:
     """Images under ``base/<class folder>/**``; returns them and the number of excluded files.
 
     Every sub-folder of ``base`` must name a class (via ``lookup``); an unknown one is an error.
@@ -78,7 +89,8 @@ def scan_classes(base: Path, lookup: dict[str, str], exclude: list[str], split: 
             known = sorted({k for k in lookup})
             raise PrepareError(
                 f"{base / name}: folder {name!r} is not a class of {what or 'the task'} (known folder names, "
-                f"normalised: {known}); map it with class_aliases={{{name!r}: '<class key>'}}")
+                f"normalised: {known}); map it with class_aliases={{{name!r}: '<class key>'}}"
+            )
         for f in walk_files(base / name):
             rel = f"{prefix}{name}/{f}"
             if os.path.splitext(f)[1].lower() not in IMAGE_EXTS:
@@ -91,8 +103,9 @@ def scan_classes(base: Path, lookup: dict[str, str], exclude: list[str], split: 
     return images, n_excluded
 
 
-def scan_tree(root: Path, lookup: dict[str, str], exclude: list[str], split_folders: str = "auto",
-              what: str = "") -> tuple[list[FolderImage], int, bool]:
+def scan_tree(
+    root: Path, lookup: dict[str, str], exclude: list[str], split_folders: str = "auto", what: str = ""
+) -> tuple[list[FolderImage], int, bool]:
     """``root/<class>/**`` or ``root/<split>/<class>/**`` (``split_folders``: auto, yes, no).
 
     Returns the images, the number excluded, and whether split folders were used.
@@ -109,8 +122,10 @@ def scan_tree(root: Path, lookup: dict[str, str], exclude: list[str], split_fold
         raise PrepareError(f"{root}: no train/val/test folders (split_folders='yes')")
     others = [d for d in dirs if d not in as_split]
     if others:
-        raise PrepareError(f"{root}: folder(s) {others} next to split folders {as_split}; "
-                           "move them, or pass split_folders='no'")
+        raise PrepareError(
+            f"{root}: folder(s) {others} next to split folders {as_split}; "
+            "move them, or pass split_folders='no'"
+        )
     images, n_ex = [], 0
     for d in as_split:
         got, n = scan_classes(root / d, lookup, exclude, SPLIT_DIRS[norm_name(d)], prefix=f"{d}/", what=what)

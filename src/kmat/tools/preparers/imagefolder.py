@@ -33,10 +33,17 @@ def _base_definition(out: Path, opts: dict) -> dict:
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
     if not classes or not opts["role"]:
-        raise PrepareError(f"task {name!r} is neither shipped ({task_names()}) nor under {out}: "
-                           "pass classes=[...] and role='high' or 'low' to start a new task")
-    return {"task": name, "classes": list(classes), "classnames": {},
-            "split_provenance": {}, "expected_counts": {}}
+        raise PrepareError(
+            f"task {name!r} is neither shipped ({task_names()}) nor under {out}: "
+            "pass classes=[...] and role='high' or 'low' to start a new task"
+        )
+    return {
+        "task": name,
+        "classes": list(classes),
+        "classnames": {},
+        "split_provenance": {},
+        "expected_counts": {},
+    }
 
 
 class ImageFolderPreparer(Preparer):
@@ -71,7 +78,9 @@ class ImageFolderPreparer(Preparer):
             role = role_of(spec, modality)
         other = spec.get(ROLES[1 - ROLES.index(role)])
         if isinstance(other, dict) and other.get("modality") == modality:
-            raise PrepareError(f"modality {modality!r} is already the other modality of task {spec['task']!r}")
+            raise PrepareError(
+                f"modality {modality!r} is already the other modality of task {spec['task']!r}"
+            )
         old = spec.get(role) if isinstance(spec.get(role), dict) else {}
         same = old.get("modality") == modality
         dataset = str(opts["dataset_name"])
@@ -82,7 +91,8 @@ class ImageFolderPreparer(Preparer):
             "dataset": dataset,
             "preparer": "imagefolder",
             "modality": modality,
-            "display_name": opts["display_name"] or (old.get("display_name") if same else None)
+            "display_name": opts["display_name"]
+            or (old.get("display_name") if same else None)
             or modality.replace("_", " "),
             "manifest": f"{dataset}__{modality}.csv",
             "label_map": label_map,
@@ -100,8 +110,9 @@ class ImageFolderPreparer(Preparer):
         lookup = folder_lookup(block.get("label_map", {}), spec["classes"], opts["class_aliases"])
         exclude = opts["exclude"] or []
         exclude = [exclude] if isinstance(exclude, str) else list(exclude)
-        images, n_ex, used = scan_tree(raw, lookup, exclude, str(opts["split_folders"]),
-                                       what=f"task {spec['task']!r}")
+        images, n_ex, used = scan_tree(
+            raw, lookup, exclude, str(opts["split_folders"]), what=f"task {spec['task']!r}"
+        )
         col = Collected(root=raw, rows={role: []}, extra={"split_folders": used})
         for im in images:
             group = str(PurePosixPath(im.rel).with_suffix(""))
@@ -116,5 +127,6 @@ class ImageFolderPreparer(Preparer):
         role = self.target_roles(spec, opts)[0]
         if col.extra["split_folders"]:
             return {role: "the download's own split folders"}
-        return generated_split(col, spec, (role,), opts, f"imagefolder|{spec['task']}|{spec[role]['modality']}",
-                               "image")
+        return generated_split(
+            col, spec, (role,), opts, f"imagefolder|{spec['task']}|{spec[role]['modality']}", "image"
+        )

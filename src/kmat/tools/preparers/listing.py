@@ -72,9 +72,17 @@ def _modality(spec: dict, role: str, folder: Path | None) -> ModalityStatus:
         else:
             counts = got
             state = "prepared" if recorded in (None, sha256_file(manifest)) else "modified (checksum differs)"
-    return ModalityStatus(role, block.get("modality", "?"), block.get("dataset", "?"),
-                          block.get("preparer", block.get("dataset", "?")), manifest, state, counts,
-                          expected, block.get("root"))
+    return ModalityStatus(
+        role,
+        block.get("modality", "?"),
+        block.get("dataset", "?"),
+        block.get("preparer", block.get("dataset", "?")),
+        manifest,
+        state,
+        counts,
+        expected,
+        block.get("root"),
+    )
 
 
 def _spec(folder: Path | None, name: str) -> dict:
@@ -101,8 +109,15 @@ def list_tasks(data_root: str | Path | None = None) -> list[TaskStatus]:
     for name in names:
         folder = base / name if base is not None else None
         spec = _spec(folder, name)
-        out.append(TaskStatus(name, folder, name in task_names(), _modality(spec, ROLES[0], folder),
-                              _modality(spec, ROLES[1], folder)))
+        out.append(
+            TaskStatus(
+                name,
+                folder,
+                name in task_names(),
+                _modality(spec, ROLES[0], folder),
+                _modality(spec, ROLES[1], folder),
+            )
+        )
     return out
 
 
@@ -115,7 +130,9 @@ def format_task_list(rows: list[TaskStatus]) -> str:
             got = "/".join(str(m.counts.get(s, 0)) for s in SPLITS) if m.counts else "-"
             paper = "/".join(str(m.expected.get(s, 0)) for s in SPLITS) if m.expected else "-"
             role = m.role.split("_")[0]
-            lines.append(f"{t.task:<8} {role:<5} {m.modality:<14} {m.preparer:<13} {m.state:<16} {got:<20} {paper}")
+            lines.append(
+                f"{t.task:<8} {role:<5} {m.modality:<14} {m.preparer:<13} {m.state:<16} {got:<20} {paper}"
+            )
         where = str(t.folder) if t.folder else "(no data root: set KMAT_DATA or pass one)"
         lines.append(f"{'':<8} folder: {where}{'  [ready]' if t.prepared else ''}")
     return "\n".join(lines)

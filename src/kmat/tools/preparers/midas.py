@@ -32,17 +32,31 @@ from kmat.tools.preparers.tables import read_rows
 
 DISTANCES = {"dscope": "high_end", "6in": "low_end"}
 SCCIS = "malignant- sccis"
-KNOWN_PATHOLOGIES = frozenset(norm_label(s) for s in (
-    "benign-melanocytic nevus", "benign-seborrheic keratosis", "benign-dermatofibroma",
-    "benign-hemangioma", "benign-fibrous papule", "benign-other",
-    "malignant- bcc", "malignant- scc", "malignant- sccis", "malignant- ak", "malignant- melanoma",
-    "malignant- other", "other- melanocytic lesion, possible re-excision (severe, spitz, aimp)",
-    "other- non-neoplastic, inflammatory, infectious",
-    "melanocytic tumor, possible re-excision (severe, spitz, aimp)",
-))
+KNOWN_PATHOLOGIES = frozenset(
+    norm_label(s)
+    for s in (
+        "benign-melanocytic nevus",
+        "benign-seborrheic keratosis",
+        "benign-dermatofibroma",
+        "benign-hemangioma",
+        "benign-fibrous papule",
+        "benign-other",
+        "malignant- bcc",
+        "malignant- scc",
+        "malignant- sccis",
+        "malignant- ak",
+        "malignant- melanoma",
+        "malignant- other",
+        "other- melanocytic lesion, possible re-excision (severe, spitz, aimp)",
+        "other- non-neoplastic, inflammatory, infectious",
+        "melanocytic tumor, possible re-excision (severe, spitz, aimp)",
+    )
+)
 REQUIRED = ("midas_record_id", "midas_file_name", "midas_iscontrol", "midas_distance", "midas_path")
-HINT = ("is this an MRA-MIDAS download folder? Pass metadata=PATH if you moved release_midas.xlsx "
-        "out of the image folder")
+HINT = (
+    "is this an MRA-MIDAS download folder? Pass metadata=PATH if you moved release_midas.xlsx "
+    "out of the image folder"
+)
 
 
 def find_metadata(raw: Path, given: object) -> Path:
@@ -61,9 +75,13 @@ def header_map(rows: list[list[object]], path: Path) -> tuple[int, dict[str, int
         if "midas_file_name" in cols:
             lacking = [c for c in REQUIRED if c not in cols]
             if lacking:
-                raise PrepareError(f"{path}: column(s) {lacking} missing: is this MRA-MIDAS release_midas metadata?")
+                raise PrepareError(
+                    f"{path}: column(s) {lacking} missing: is this MRA-MIDAS release_midas metadata?"
+                )
             return i, cols
-    raise PrepareError(f"{path}: no header row with 'midas_file_name': is this MRA-MIDAS release_midas metadata?")
+    raise PrepareError(
+        f"{path}: no header row with 'midas_file_name': is this MRA-MIDAS release_midas metadata?"
+    )
 
 
 class MidasPreparer(Preparer):
@@ -88,8 +106,11 @@ class MidasPreparer(Preparer):
             given = opts["classes"]
             if isinstance(given, str):  # "a,b,c" (e.g. from --set classes=...)
                 given = [c.strip() for c in given.split(",") if c.strip()]
-            classes = list(given or [c for c in spec["classes"] if c in values]
-                           + [v for v in values if v not in spec["classes"]])
+            classes = list(
+                given
+                or [c for c in spec["classes"] if c in values]
+                + [v for v in values if v not in spec["classes"]]
+            )
             missing = sorted(set(values) - set(classes))
             if missing:
                 raise PrepareError(f"label_map maps to class(es) {missing} that are not in classes={classes}")
@@ -116,7 +137,7 @@ class MidasPreparer(Preparer):
             j = cols.get(name)
             return cell_str(r[j]) if j is not None and j < len(r) else ""
 
-        for lineno, r in enumerate(table[head + 1:], start=head + 2):
+        for lineno, r in enumerate(table[head + 1 :], start=head + 2):
             if not any(cell_str(c) for c in r):
                 continue
             role = DISTANCES.get(norm_label(cell(r, "midas_distance")))
@@ -136,7 +157,8 @@ class MidasPreparer(Preparer):
                 if key not in KNOWN_PATHOLOGIES and not opts["drop_unknown_labels"]:
                     raise PrepareError(
                         f"{meta.name}:{lineno}: unknown midas_path {source!r} (not a known MIDAS pathology; "
-                        f"pass drop_unknown_labels=True to drop such rows, or map it with label_map)")
+                        f"pass drop_unknown_labels=True to drop such rows, or map it with label_map)"
+                    )
                 dropped[f"pathology not in the class set: {source}"] += 1
                 continue
             record = cell(r, "midas_record_id")
@@ -152,7 +174,9 @@ class MidasPreparer(Preparer):
                 continue
             size = f"{cell(r, 'length_mm')}x{cell(r, 'width_mm')}"
             pair = f"{record}|{norm_label(cell(r, 'midas_location'))}|{size}"
-            col.rows[role].append(Row(res.path, label, spec[role]["modality"], self.name, record, pair, source))
+            col.rows[role].append(
+                Row(res.path, label, spec[role]["modality"], self.name, record, pair, source)
+            )
         for reason, n in sorted(dropped.items()):
             col.notes.append(f"dropped {n} row(s): {reason}")
         return col

@@ -57,8 +57,9 @@ class Resolution:
 class FileIndex:
     """Case-insensitive index of the (image) files under ``root``; paths are POSIX, relative."""
 
-    def __init__(self, root: Path, exts: frozenset[str] | None = IMAGE_EXTS,
-                 files: list[str] | None = None) -> None:
+    def __init__(
+        self, root: Path, exts: frozenset[str] | None = IMAGE_EXTS, files: list[str] | None = None
+    ) -> None:
         self.root = root
         all_files = files if files is not None else walk_files(root)
         self.files = [f for f in all_files if exts is None or PurePosixPath(f).suffix.lower() in exts]
@@ -117,10 +118,17 @@ class FileIndex:
         pp = PurePosixPath(name.replace("\\", "/").strip())
         stages = [
             lambda: self._by_name.get(pp.name.lower(), []),
-            lambda: [f for f in self._by_name_stem.get(pp.stem.lower(), [])
-                     if PurePosixPath(f).suffix.lower() in _ext_variants(pp.suffix)],
-            lambda: [f for s in suffixes for f in self._by_name_stem.get((pp.stem + s).lower(), [])
-                     if PurePosixPath(f).suffix.lower() in _ext_variants(pp.suffix)],
+            lambda: [
+                f
+                for f in self._by_name_stem.get(pp.stem.lower(), [])
+                if PurePosixPath(f).suffix.lower() in _ext_variants(pp.suffix)
+            ],
+            lambda: [
+                f
+                for s in suffixes
+                for f in self._by_name_stem.get((pp.stem + s).lower(), [])
+                if PurePosixPath(f).suffix.lower() in _ext_variants(pp.suffix)
+            ],
         ]
         for stage in stages:
             res = self._pick(stage())

@@ -55,7 +55,9 @@ class PrepareReport:
         lines = [f"{self.dataset} -> task {self.task!r} in {self.task_folder}"]
         for m in self.modalities:
             lines.append("")
-            lines.append(f"{m.role.replace('_', '-')} modality {m.modality!r} ({m.dataset}); images under {m.root}")
+            lines.append(
+                f"{m.role.replace('_', '-')} modality {m.modality!r} ({m.dataset}); images under {m.root}"
+            )
             lines.append(f"  split: {m.provenance}")
             lines.extend("  " + x for x in _table(m))
         problems = [("missing", self.missing), ("ambiguous", self.ambiguous), ("skipped", self.skipped)]
@@ -74,8 +76,11 @@ class PrepareReport:
         lines.append("")
         lines.append("written:")
         lines.extend(f"  {p}" for p in self.written)
-        state = "ready: load it with kmat.data.task.load_task" if self.loadable else \
-            "not loadable yet: prepare the task's other modality too"
+        state = (
+            "ready: load it with kmat.data.task.load_task"
+            if self.loadable
+            else "not loadable yet: prepare the task's other modality too"
+        )
         lines.append(f"task {self.task!r}: {state}")
         return "\n".join(lines)
 

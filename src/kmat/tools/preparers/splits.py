@@ -108,9 +108,14 @@ def split_units(rows: list[Row]) -> dict[str, list[Row]]:
     return dict(units)
 
 
-def assign_generated_splits(rows: list[Row], classes: list[str], seed: int, namespace: str,
-                            ratios: dict[str, float] | None = None,
-                            totals: dict[str, int] | None = None) -> dict[str, int]:
+def assign_generated_splits(
+    rows: list[Row],
+    classes: list[str],
+    seed: int,
+    namespace: str,
+    ratios: dict[str, float] | None = None,
+    totals: dict[str, int] | None = None,
+) -> dict[str, int]:
     """Set ``row.split`` for every row (see module docstring); returns the per-split image counts.
 
     ``totals`` (exact per-split image counts) wins over ``ratios`` when it sums to ``len(rows)``.

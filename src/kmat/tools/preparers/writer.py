@@ -25,8 +25,11 @@ def manifest_bytes(rows: list[Row]) -> bytes:
 
 def problems_bytes(problems: list[Problem]) -> bytes:
     """The skipped-file report: one CSV row per missing, ambiguous or skipped entry."""
-    return csv_bytes(["kind", "item", "detail", "source"], ([p.kind, p.item, p.detail, p.source] for p in problems),
-                     lineterminator="\n")
+    return csv_bytes(
+        ["kind", "item", "detail", "source"],
+        ([p.kind, p.item, p.detail, p.source] for p in problems),
+        lineterminator="\n",
+    )
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -44,7 +47,10 @@ def check_overwrite(path: Path, data: bytes, overwrite: bool) -> None:
     old = path.read_bytes()
     if old == data:
         return
-    old_lines, new_lines = set(old.decode("utf-8", "replace").splitlines()), set(data.decode("utf-8").splitlines())
+    old_lines, new_lines = (
+        set(old.decode("utf-8", "replace").splitlines()),
+        set(data.decode("utf-8").splitlines()),
+    )
     changed = len(old_lines ^ new_lines)
     raise PrepareError(
         f"{path} already exists with different content ({changed} line(s) differ); a split is written "
@@ -101,8 +107,10 @@ def merge_task_json(spec: dict, existing: dict | None, prepared: dict[str, dict]
                 doc[role].pop("root", None)
             continue
         if existing.get("classes") != doc.get("classes"):
-            notes.append(f"the {role.replace('_', '-')} modality was prepared earlier for classes "
-                         f"{existing.get('classes')}; prepare it again for {doc.get('classes')}")
+            notes.append(
+                f"the {role.replace('_', '-')} modality was prepared earlier for classes "
+                f"{existing.get('classes')}; prepare it again for {doc.get('classes')}"
+            )
             if isinstance(doc.get(role), dict):
                 doc[role].pop("root", None)
             continue
