@@ -19,7 +19,8 @@ def test_encode_batch_follows_the_device():
     """Small no-grad batches on a CPU (larger ones measured slower per image there), large on a GPU."""
     import torch
 
-    from kmat.run.config import RunConfig, encode_batch_size
+    from kmat.run.config import RunConfig
+    from kmat.run.device import encode_batch_size
 
     assert encode_batch_size(torch.device("cpu")) == 16
     assert encode_batch_size(torch.device("cuda")) == 64
@@ -30,7 +31,7 @@ def test_bad_devices_are_clear_errors_before_any_work():
     import pytest
     import torch
 
-    from kmat.run.config import resolve_device
+    from kmat.run.device import resolve_device
 
     for bad in ("tpu", "meta", "gpu0"):
         with pytest.raises(ValueError, match="use auto, cpu, cuda, cuda:N or mps"):

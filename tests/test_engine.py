@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 
-from kmat.engine import Recipe
+from kmat.engine import lr_at
+from kmat.methods.coop import CoOpConfig
 from kmat.run.config import RunConfig
-from kmat.run.runner import CHECKPOINT_FILE, RESULT_FILE, evaluate_checkpoint, run
+from kmat.run.layout import CHECKPOINT_FILE, RESULT_FILE
+from kmat.run.runner import evaluate_checkpoint, run
 
 
 def _cfg(task, out, **opts):
@@ -23,11 +25,11 @@ def _cfg(task, out, **opts):
 
 
 def test_recipe_warmup_then_cosine():
-    r = Recipe(epochs=5, batch_size=4, lr=0.002)
-    assert r.lr_at(0) == 1e-5
-    assert r.lr_at(1) == pytest.approx(0.002)
-    assert r.lr_at(3) == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
-    assert r.lr_at(4) < r.lr_at(3)
+    r = CoOpConfig(epochs=5, batch_size=4, lr=0.002)
+    assert lr_at(r, 0) == 1e-5
+    assert lr_at(r, 1) == pytest.approx(0.002)
+    assert lr_at(r, 3) == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    assert lr_at(r, 4) < lr_at(r, 3)
 
 
 def test_only_prompt_parameters_change(backbone, toy_task_master, tmp_path):

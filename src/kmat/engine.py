@@ -17,34 +17,25 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from kmat.errors import CheckpointError, ConfigError, TaskError
+from kmat.errors import CheckpointError, ConfigError, TaskError, TrainingDivergedError
 from kmat.methods.base import Method
+from kmat.methods.config import MethodConfig
 from kmat.utils.io import atomic_save_safetensors
 from kmat.utils.progress import progress
 
 
-@dataclass
-class Recipe:
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-
-    def lr_at(self, epoch: int) -> float:
-        w = min(self.warmup_epochs, self.epochs)
-        if epoch < w:
-            return self.warmup_lr
-        span = max(1, self.epochs - w)
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / span))
+def lr_at(recipe: MethodConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` under the recipe (warm-up, then cosine; see module docstring)."""
+    w = min(recipe.warmup_epochs, recipe.epochs)
+    if epoch < w:
+        return recipe.warmup_lr
+    span = max(1, recipe.epochs - w)
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / span))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
@@ -55,11 +46,12 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
 def train(
     method: Method,
     train_features: Callable[[int], tuple[Tensor, Tensor]],
-    recipe: Recipe,
+    recipe: MethodConfig,
     seed: int,
     show_progress: bool = True,
 ) -> list[dict]:
-    """Train ``method`` in place; returns per-epoch mean loss terms and lr."""
+    """Train ``method`` in place under ``recipe`` (the method's config); returns, per epoch, the lr
+    and the mean of every loss term ``method.loss`` returned."""
     params = [p for p in method.parameters() if p.requires_grad]
     history: list[dict] = []
     if not method.trains or recipe.epochs <= 0:
@@ -67,14 +59,14 @@ def train(
     if not params:
         raise ConfigError(f"method {method.name!r} has no learnable parameters")
     opt = torch.optim.SGD(
-        params, lr=recipe.lr_at(0), momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        params, lr=lr_at(recipe, 0), momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
     device = method.backbone.device
     bar = progress(
         total=recipe.epochs, desc=f"training {method.name}", unit="epoch", disable=not show_progress
     )
     for epoch in range(recipe.epochs):
-        lr = recipe.lr_at(epoch)
+        lr = lr_at(recipe, epoch)
         for g in opt.param_groups:
             g["lr"] = lr
         feats, labels = train_features(epoch)
@@ -83,21 +75,27 @@ def train(
             raise TaskError("no training images")
         perm = epoch_permutation(n, seed, epoch)
         steps = max(1, n // recipe.batch_size)
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
         t0 = time.perf_counter()
         with method.backbone.text_dropout(method.text_dropout):
             for s in range(steps):
                 idx = perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
-                loss, terms = method.loss(feats[idx].to(device), labels[idx].to(device))
+                terms = method.loss(feats[idx].to(device), labels[idx].to(device))
+                loss = terms["total"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {s}: {terms}")
+                    shown = {k: float(v.detach()) for k, v in terms.items()}
+                    raise TrainingDivergedError(
+                        f"{method.name}: non-finite loss at epoch {epoch}, step {s}: {shown} "
+                        f"(lr {lr:g}; a smaller learning rate may help)"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-        rec = {"epoch": epoch, "lr": lr, "steps": steps, "seconds": time.perf_counter() - t0}
-        rec.update({k: v / steps for k, v in sums.items()})
+                    d = v.detach().double()
+                    sums[k] = sums[k] + d if k in sums else d
+        rec: dict = {"epoch": epoch, "lr": lr, "steps": steps, "seconds": time.perf_counter() - t0}
+        rec.update({k: float(v) / steps for k, v in sums.items()})
         history.append(rec)
         bar.set_postfix(loss=f"{rec.get('total', float('nan')):.4f}")
         bar.update(1)
@@ -123,8 +121,3 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
         meta = fh.metadata() or {}
         state = {k: fh.get_tensor(k).clone() for k in fh.keys()}  # not tied to the mapped file
     return state, json.loads(meta.get("config", "{}"))
-
-
-def recipe_from(cfg: object) -> Recipe:
-    """The recipe part of a method config (its ``epochs``, ``batch_size``, ``lr``)."""
-    return Recipe(epochs=int(cfg.epochs), batch_size=int(cfg.batch_size), lr=float(cfg.lr))

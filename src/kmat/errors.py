@@ -51,6 +51,10 @@ class GeneratorError(KmatError, RuntimeError):
     """The description generator's endpoint failed or answered something unusable."""
 
 
+class TrainingDivergedError(KmatError, FloatingPointError):
+    """Training produced a non-finite loss (the message gives the epoch, step and terms)."""
+
+
 class DeviceError(KmatError, ValueError):
     """A requested device does not exist or is not available."""
 

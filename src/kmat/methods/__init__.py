@@ -1,31 +1,45 @@
-"""Methods, registered by name. A method is one module in this package: its defaults (a
-dataclass), its prompt learner and its own loss terms. Adding a file here adds a method."""
+"""Methods, registered by name. A method is one module: its config dataclass (recipe and options,
+:mod:`kmat.methods.config`), its prompt learner and its loss terms (:class:`kmat.methods.base.Method`).
+A module in this package is found by itself; a method defined elsewhere registers with
+:func:`register` before it is used.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING, Any
 
 from kmat.errors import ConfigError
-from kmat.methods.base import Method, MethodContext
 
-_REGISTRY: dict[str, type[Method]] = {}
+if TYPE_CHECKING:
+    from kmat.methods.base import Method
+
+_REGISTRY: dict[str, type[Method[Any]]] = {}
 _DISCOVERED = False
+_NOT_METHODS = ("base", "config")
 
 
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a :class:`Method` available under ``cls.name``."""
+def register(cls: type[Method[Any]]) -> type[Method[Any]]:
+    """Class decorator: make a :class:`~kmat.methods.base.Method` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty class attribute 'name'")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"method name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def unregister(name: str) -> None:
+    """Forget a registered method (tests, notebooks that redefine one)."""
+    _REGISTRY.pop(name, None)
+
+
 def _discover() -> None:
     global _DISCOVERED
     if not _DISCOVERED:
         for info in pkgutil.iter_modules(__path__):
-            if info.name not in ("base",):
+            if info.name not in _NOT_METHODS:
                 importlib.import_module(f"{__name__}.{info.name}")
         _DISCOVERED = True
 
@@ -35,11 +49,13 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str) -> type[Method]:
+def get_method(name: str) -> type[Method[Any]]:
     _discover()
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(
+            f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}", field="method"
+        )
     return _REGISTRY[name]
 
 
-__all__ = ["Method", "MethodContext", "available_methods", "get_method", "register"]
+__all__ = ["available_methods", "get_method", "register", "unregister"]

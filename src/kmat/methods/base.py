@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +11,9 @@ from torch import Tensor, nn
 
 from kmat.backbone import Backbone
 from kmat.data.task import Task
-from kmat.errors import ConfigError
+from kmat.methods.config import MethodConfig
+
+C = TypeVar("C", bound=MethodConfig)
 
 
 @dataclass
@@ -59,18 +60,25 @@ class MethodContext:
         return self._cache[key]
 
 
-class Method(nn.Module):
-    """A prompt-learning method: learnable parameters, loss terms, and class logits per modality."""
+class Method(nn.Module, Generic[C]):
+    """A prompt-learning method: learnable parameters, loss terms, and class logits per modality.
+
+    The contract with the one training loop (:mod:`kmat.engine`): ``Config`` is the method's
+    :class:`~kmat.methods.config.MethodConfig` subclass (recipe + its own options); ``loss`` returns
+    the named loss terms of a batch as tensors, ``"total"`` being the one to minimise (the engine
+    detaches and averages the others for the history); ``class_embeddings`` gives the normalised
+    class embeddings per modality role. Register a subclass with :func:`kmat.methods.register`.
+    """
 
     name: ClassVar[str] = ""
-    Config: ClassVar[type] = object
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
     trains: ClassVar[bool] = True  # False: nothing to learn (zero-shot)
     text_dropout: ClassVar[bool] = False  # True: text tower dropout on while training
     per_image_prompts: ClassVar[bool] = False  # True: prompts depend on the image (no fixed class embeddings)
     # published per-dataset defaults, keyed by the *training* (high-end) dataset or the task name
     task_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, ctx: MethodContext, cfg: Any) -> None:
+    def __init__(self, ctx: MethodContext, cfg: C) -> None:
         super().__init__()
         self.ctx = ctx
         self.cfg = cfg
@@ -81,11 +89,11 @@ class Method(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        s = getattr(self.cfg, "logit_scale", None)
+        s = self.cfg.logit_scale
         return float(s) if s is not None else self.backbone.logit_scale
 
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Total training loss on a batch of high-end image features and its named terms."""
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Named loss terms on a batch of high-end image features; ``"total"`` is minimised."""
         raise NotImplementedError
 
     def class_embeddings(self) -> dict[str, Tensor]:
@@ -114,12 +122,3 @@ class Method(nn.Module):
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """``L_CE = -1/B sum_b log softmax(s * f_b . t)[y_b]``."""
     return F.cross_entropy(logits, labels.to(logits.device))
-
-
-def resolve_config(cls: type, overrides: dict[str, Any]) -> Any:
-    """The method's defaults with the given (non-None) overrides; unknown keys are an error."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
-    if unknown:
-        raise ConfigError(f"{cls.__name__} has no option(s) {unknown}; known: {sorted(known)}")
-    return cls(**{k: v for k, v in overrides.items() if v is not None})

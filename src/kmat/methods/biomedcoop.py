@@ -25,6 +25,7 @@ from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import MethodContext, cross_entropy
+from kmat.methods.config import option
 from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
 
@@ -32,10 +33,10 @@ from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 class BiomedCoOpConfig(SharedPromptConfig):
     batch_size: int = 4
     lr: float = 0.0025
-    lambda_S: float = 1.0
-    lambda_K: float = 1.0
-    tau: float = 1.5
-    n_descriptions: int = 50
+    lambda_S: float = option(1.0, "weight of the SCCM term mean((t - T_bar)^2)", min=0)
+    lambda_K: float = option(1.0, "weight of the KD term KL(softmax(z_T) || softmax(z))", min=0)
+    tau: float = option(1.5, "z-score threshold of the description pruning", min=0)
+    n_descriptions: int = option(50, "descriptions per class in the bank (the first N)", min=1)
 
 
 def prune_descriptions(feats: Tensor, bank: Tensor, scale: float, tau: float) -> Tensor:
@@ -66,7 +67,7 @@ def kd_loss(z: Tensor, z_teacher: Tensor) -> Tensor:
 
 
 @register
-class BiomedCoOp(SharedPromptMethod):
+class BiomedCoOp(SharedPromptMethod[BiomedCoOpConfig]):
     name = "biomedcoop"
     Config = BiomedCoOpConfig
     text_dropout = True
@@ -92,7 +93,7 @@ class BiomedCoOp(SharedPromptMethod):
         keep = prune_descriptions(feats, self.bank, self.logit_scale, self.cfg.tau)
         return F.normalize(self.bank[:, keep].mean(dim=1), dim=-1), keep
 
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``L = CE + lambda_S * SCCM + lambda_K * KD`` (see module docstring)."""
         feats = feats.to(self.backbone.device)
         z, t = self.ce_logits(feats)
@@ -101,10 +102,4 @@ class BiomedCoOp(SharedPromptMethod):
         t_hat, keep = self.teacher(feats)
         kd = kd_loss(z, self.logit_scale * feats @ t_hat.T)
         total = ce + self.cfg.lambda_S * sccm + self.cfg.lambda_K * kd
-        return total, {
-            "ce": float(ce.detach()),
-            "sccm": float(sccm.detach()),
-            "kd": float(kd.detach()),
-            "kept": float(keep.sum()),
-            "total": float(total.detach()),
-        }
+        return {"ce": ce, "sccm": sccm, "kd": kd, "kept": keep.sum().float(), "total": total}

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from kmat.methods import register
 from kmat.methods.base import MethodContext, cross_entropy
+from kmat.methods.config import option
 from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
 
@@ -24,12 +25,12 @@ class CoCoOpConfig(SharedPromptConfig):
     epochs: int = 10
     batch_size: int = 1
     lr: float = 0.001
-    meta_hidden: int | None = None  # default: output dim // 16 (512 -> 32)
-    eval_batch_size: int = 32  # images per text pass at test time
+    meta_hidden: int | None = option(None, "meta-net hidden width (None: output dim // 16)", min=1)
+    eval_batch_size: int = option(32, "test images per text pass (per-image prompts)", min=1)
 
 
 @register
-class CoCoOp(SharedPromptMethod):
+class CoCoOp(SharedPromptMethod[CoCoOpConfig]):
     name = "cocoop"
     Config = CoCoOpConfig
     per_image_prompts = True
@@ -48,10 +49,10 @@ class CoCoOp(SharedPromptMethod):
         t = self.prompt(ctx_shift=self.meta_net(feats))  # (B, C, D)
         return self.logit_scale * torch.einsum("bd,bcd->bc", feats, t)
 
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``L = CE(s * f . t(f), y)``."""
         loss = cross_entropy(self.image_logits(feats), labels)
-        return loss, {"ce": float(loss.detach()), "total": float(loss.detach())}
+        return {"ce": loss, "total": loss}
 
     def logits(self, feats: Tensor, role: str) -> Tensor:
         return self.image_logits(feats)

@@ -8,27 +8,33 @@ classify both modalities.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import Method, MethodContext, cross_entropy
+from kmat.methods.config import MethodConfig, option
 from kmat.prompts import SharedContextPrompt
 
 
 @dataclass
-class SharedPromptConfig:
+class SharedPromptConfig(MethodConfig):
     """Settings every CoOp-family method has (a method's config subclasses it with its defaults)."""
 
     epochs: int = 100
     batch_size: int = 32
     lr: float = 0.002
-    n_ctx: int = 4
-    init_words: str | None = "a photo of a"
-    template: str = "{classname}."
-    init_std: float = 0.02
-    logit_scale: float | None = None  # None: the backbone's exp(logit_scale)
+    n_ctx: int = option(4, "learnable context vectors per prompt", min=1)
+    init_words: str | None = option(
+        "a photo of a", "words whose embeddings initialise the context (None: N(0, init_std))"
+    )
+    template: str = option("{classname}.", "text after the context; {classname} is replaced")
+    init_std: float = option(0.02, "std of the random context initialisation", min=0)
+
+
+C = TypeVar("C", bound=SharedPromptConfig)
 
 
 @dataclass
@@ -36,10 +42,10 @@ class CoOpConfig(SharedPromptConfig):
     """CoOp's published BiomedCLIP recipe: batch 32, lr 0.002, 100 epochs."""
 
 
-class SharedPromptMethod(Method):
+class SharedPromptMethod(Method[C]):
     """Base of the CoOp family: one shared context, the same prompts for both modalities."""
 
-    def __init__(self, ctx: MethodContext, cfg) -> None:
+    def __init__(self, ctx: MethodContext, cfg: C) -> None:
         super().__init__(ctx, cfg)
         self.prompt = SharedContextPrompt(
             ctx.backbone,
@@ -62,12 +68,12 @@ class SharedPromptMethod(Method):
 
 
 @register
-class CoOp(SharedPromptMethod):
+class CoOp(SharedPromptMethod[CoOpConfig]):
     name = "coop"
     Config = CoOpConfig
 
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``L = CE(s * f . t, y)``."""
         z, _ = self.ce_logits(feats)
         loss = cross_entropy(z, labels)
-        return loss, {"ce": float(loss.detach()), "total": float(loss.detach())}
+        return {"ce": loss, "total": loss}

@@ -12,14 +12,17 @@ from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import cross_entropy
+from kmat.methods.config import option
 from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
 
 @dataclass
 class KgCoOpConfig(SharedPromptConfig):
     batch_size: int = 128  # published; the KgCoOp author recommends 32 for few-shot
-    W: float = 8.0
-    zs_template: str = "a photo of a {classname}."
+    W: float = option(8.0, "weight W of the knowledge-guided term 1 - mean_c cos(t_c, t_c^zs)", min=0)
+    zs_template: str = option(
+        "a photo of a {classname}.", "hand-written prompt of the zero-shot embeddings t^zs"
+    )
 
 
 def kg_loss(t: Tensor, t_zs: Tensor) -> Tensor:
@@ -28,15 +31,15 @@ def kg_loss(t: Tensor, t_zs: Tensor) -> Tensor:
 
 
 @register
-class KgCoOp(SharedPromptMethod):
+class KgCoOp(SharedPromptMethod[KgCoOpConfig]):
     name = "kgcoop"
     Config = KgCoOpConfig
     task_overrides = {"busi": {"W": 10.0}}  # published BiomedCLIP config when training on BUSI
 
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``L = CE + W * (1 - mean_c cos(t_c, t_c^zs))``."""
         z, t = self.ce_logits(feats)
         ce = cross_entropy(z, labels)
         kg = kg_loss(t, self.ctx.zeroshot_embeddings(self.cfg.zs_template))
         total = ce + self.cfg.W * kg
-        return total, {"ce": float(ce.detach()), "kg": float(kg.detach()), "total": float(total.detach())}
+        return {"ce": ce, "kg": kg, "total": total}

@@ -20,33 +20,39 @@ from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import Method, MethodContext, cross_entropy
+from kmat.methods.config import MethodConfig, option
 from kmat.ot import fgw_loss
 from kmat.prompts import FactorisedPrompt
 
 
 @dataclass
-class KMaTConfig:
+class KMaTConfig(MethodConfig):
     """K-MaT defaults (paper Sec. 3.1; lambda_1 = lambda_2 = 1.0 is a choice, tune on high-end val)."""
 
     epochs: int = 50
     batch_size: int = 4
     lr: float = 0.0025
-    n_ctx: int = 4
-    csc: bool = True
-    msc: bool = True
-    anchor: bool = True
-    fgw: bool = True
-    lambda_anchor: float = 1.0
-    lambda_fgw: float = 1.0
-    anchor_squared: bool = False
-    alpha: float = 0.1
-    epsilon: float = 0.1
-    sinkhorn_max_iter: int = 100
-    fgw_outer_max_iter: int = 50  # projected-gradient iterations (converges in ~11)
-    fgw_metric: str = "euclidean"
-    template: str = "{classname} {modality}."
-    init_std: float = 0.02
-    logit_scale: float | None = None  # None: the backbone's exp(logit_scale)
+    n_ctx: int = option(4, "learnable context vectors per prompt part (shared, MSC, CSC)", min=1)
+    csc: bool = option(True, "class-specific context V_i^m")
+    msc: bool = option(True, "modality-specific context V^m")
+    anchor: bool = option(True, "use the space-anchoring term L_anchor")
+    fgw: bool = option(True, "use the manifold-alignment term L_FGW")
+    lambda_anchor: float = option(1.0, "weight lambda_1 of L_anchor (0 turns it off)", min=0)
+    lambda_fgw: float = option(1.0, "weight lambda_2 of L_FGW (0 turns it off)", min=0)
+    anchor_squared: bool = option(False, "squared distances in L_anchor")
+    alpha: float = option(
+        0.1, "FGW structure weight (POT's alpha; the feature cost gets 1 - alpha)", min=0, max=1
+    )
+    epsilon: float = option(0.1, "FGW entropic regularisation", min=0, min_exclusive=True)
+    sinkhorn_max_iter: int = option(100, "Sinkhorn iterations per projection (cap)", min=1)
+    fgw_outer_max_iter: int = option(50, "FGW projected-gradient iterations (cap; converges in ~11)", min=1)
+    fgw_metric: str = option(
+        "euclidean", "cost between embeddings", choices=("euclidean", "sqeuclidean", "cosine")
+    )
+    template: str = option(
+        "{classname} {modality}.", "text after the context; {classname}, {modality} replaced"
+    )
+    init_std: float = option(0.02, "std of the context initialisation N(0, std)", min=0)
 
 
 def anchor_loss(t: Tensor, prototypes: Tensor, squared: bool = False) -> Tensor:
@@ -60,7 +66,7 @@ def anchor_loss(t: Tensor, prototypes: Tensor, squared: bool = False) -> Tensor:
 
 
 @register
-class KMaT(Method):
+class KMaT(Method[KMaTConfig]):
     name = "kmat"
     Config = KMaTConfig
 
@@ -81,16 +87,17 @@ class KMaT(Method):
         if self.use_anchor:
             ctx.prototypes()  # validate and encode descriptions up front, not mid-training
 
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``L = L_CE + lambda_1 * L_anchor + lambda_2 * L_FGW`` (see the module docstring)."""
         t = self.prompt()  # (2, C, D): high, low
         logits = self.logit_scale * feats.to(t.device) @ t[0].T
         l_ce = cross_entropy(logits, labels)
         total = l_ce
-        terms = {"ce": float(l_ce.detach())}
+        terms = {"ce": l_ce}
         if self.use_anchor:
             l_anchor = anchor_loss(t, self.ctx.prototypes(), self.cfg.anchor_squared)
             total = total + self.cfg.lambda_anchor * l_anchor
-            terms["anchor"] = float(l_anchor.detach())
+            terms["anchor"] = l_anchor
         if self.use_fgw:
             l_fgw = fgw_loss(
                 t[0],
@@ -102,9 +109,9 @@ class KMaT(Method):
                 outer_max_iter=self.cfg.fgw_outer_max_iter,
             )
             total = total + self.cfg.lambda_fgw * l_fgw
-            terms["fgw"] = float(l_fgw.detach())
-        terms["total"] = float(total.detach())
-        return total, terms
+            terms["fgw"] = l_fgw
+        terms["total"] = total
+        return terms
 
     @torch.no_grad()
     def class_embeddings(self) -> dict[str, Tensor]:

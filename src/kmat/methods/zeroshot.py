@@ -8,56 +8,63 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from kmat.methods import register
 from kmat.methods.base import Method, MethodContext
+from kmat.methods.config import MethodConfig, option
+
+C = TypeVar("C", bound=MethodConfig)
 
 
 @dataclass
-class NoTrainingConfig:
+class NoTrainingConfig(MethodConfig):
     """Nothing is trained: the recipe fields exist only so that every method has them."""
 
     epochs: int = 0
     batch_size: int = 1
     lr: float = 0.0
-    logit_scale: float | None = None
 
 
 @dataclass
 class ZeroShotConfig(NoTrainingConfig):
-    template: str = "a photo of a {classname}."
+    template: str = option("a photo of a {classname}.", "hand-written prompt; {classname} is replaced")
 
 
-@register
-class ZeroShot(Method):
-    name = "zeroshot"
-    Config = ZeroShotConfig
+class FrozenMethod(Method[C]):
+    """A method with nothing to learn: fixed class embeddings ``self._t`` per modality role."""
+
     trains = False
+    _t: dict[str, Tensor]
 
-    def __init__(self, ctx: MethodContext, cfg: ZeroShotConfig) -> None:
-        super().__init__(ctx, cfg)
-        self._t = ctx.zeroshot_embeddings(cfg.template)
-
-    def loss(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        raise RuntimeError("zero-shot has nothing to train")
+    def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        raise RuntimeError(f"{self.name} has nothing to train")
 
     @torch.no_grad()
     def class_embeddings(self) -> dict[str, Tensor]:
-        return {"high": self._t, "low": self._t}
+        return dict(self._t)
 
 
 @register
-class ZeroShotDescriptions(ZeroShot):
+class ZeroShot(FrozenMethod[ZeroShotConfig]):
+    name = "zeroshot"
+    Config = ZeroShotConfig
+
+    def __init__(self, ctx: MethodContext, cfg: ZeroShotConfig) -> None:
+        super().__init__(ctx, cfg)
+        t = ctx.zeroshot_embeddings(cfg.template)
+        self._t = {"high": t, "low": t}
+
+
+@register
+class ZeroShotDescriptions(FrozenMethod[NoTrainingConfig]):
     name = "zeroshot_desc"
     Config = NoTrainingConfig
 
     def __init__(self, ctx: MethodContext, cfg: NoTrainingConfig) -> None:
-        Method.__init__(self, ctx, cfg)
-        self._t = ctx.prototypes()
-
-    @torch.no_grad()
-    def class_embeddings(self) -> dict[str, Tensor]:
-        return {"high": self._t[0], "low": self._t[1]}
+        super().__init__(ctx, cfg)
+        t = ctx.prototypes()
+        self._t = {"high": t[0], "low": t[1]}

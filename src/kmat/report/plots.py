@@ -13,7 +13,7 @@ import numpy as np
 
 from kmat.errors import KmatError
 from kmat.run.experiments import TABLE2_METHODS, TASK_DISPLAY
-from kmat.run.layout import EMBEDDINGS_FILE
+from kmat.run.layout import RunLayout
 
 
 def _plt():
@@ -51,14 +51,19 @@ def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
     return path
 
 
-def embeddings_2d(out: Path, task: str, path: Path, classes: list[str] | None = None) -> Path | None:
+def embeddings_2d(rows: list[dict], task: str, path: Path, classes: list[str] | None = None) -> Path | None:
+    """PCA of K-MaT's class embeddings (both modalities) with and without L_FGW: the first seed's run."""
     from safetensors.torch import load_file
     from sklearn.decomposition import PCA
 
     variants = [("kmat", "K-MaT"), ("kmat-r5", "K-MaT without L_FGW")]
     found = []
     for lab, title in variants:
-        files = sorted((out / "runs" / task / lab).glob(f"seed*/{EMBEDDINGS_FILE}"))
+        files = sorted(
+            RunLayout.of(r["folder"]).embeddings
+            for r in rows
+            if r["task"] == task and r["label"] == lab and RunLayout.of(r["folder"]).embeddings.is_file()
+        )
         if files:
             found.append((title, load_file(str(files[0]))))
     if not found:
@@ -87,8 +92,9 @@ def embeddings_2d(out: Path, task: str, path: Path, classes: list[str] | None = 
     return path
 
 
-def make_figures(out: str | Path, agg: dict) -> list[Path]:
-    """All figures for the tasks present in ``agg``; returns the written paths."""
+def make_figures(out: str | Path, agg: dict, rows: list[dict]) -> list[Path]:
+    """All figures for the tasks present in ``agg`` (``rows``: the runs behind it, from
+    :func:`kmat.report.results.collect`); returns the written paths."""
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +103,7 @@ def make_figures(out: str | Path, agg: dict) -> list[Path]:
         classes = next((list(v["per_class_low"]) for (t, _), v in agg.items() if t == task), None)
         for p in (
             per_class_low(agg, task, fig_dir / f"per_class_low_{task}.png"),
-            embeddings_2d(out, task, fig_dir / f"embeddings_{task}.png", classes),
+            embeddings_2d(rows, task, fig_dir / f"embeddings_{task}.png", classes),
         ):
             if p is not None:
                 written.append(p)

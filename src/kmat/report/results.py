@@ -8,46 +8,65 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import logging
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from kmat.errors import CheckpointError, KmatError
 from kmat.run.experiments import ABLATION_ROWS, PAPER_TASKS, TABLE2_METHODS, TASK_DISPLAY
+from kmat.run.layout import iter_grid_runs
+from kmat.run.schema import read_result
 from kmat.utils.io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 METRIC_KEYS = [(role, m) for role in ("high", "low", "h") for m in ("acc", "macro_f1")]
 ROLE_LABEL = {"high": "Hi", "low": "Lo", "h": "H"}
 
 
 def collect(out: str | Path) -> list[dict]:
-    """One row per finished run under ``out/runs/<task>/<label>/seed<S>/result.json``."""
+    """One row per finished run under ``OUT/runs`` (:func:`kmat.run.layout.iter_grid_runs`).
+
+    ``setting`` is the run's ``<shots>shot[-<tag>]`` folder. Where a (task, label) has runs of more
+    than one setting, the row's ``label`` carries its setting (``kmat [4shot]``), so that runs of
+    different settings are never averaged together.
+    """
     rows = []
-    for path in sorted(Path(out).glob("runs/*/*/seed*/result.json")):
+    for task, label, setting, layout in iter_grid_runs(out):
         try:
-            res = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            res = read_result(layout.result)
+            metrics = {f"{role}_{m}": res["metrics"][role][m] for role, m in METRIC_KEYS}
+        except (CheckpointError, KeyError, TypeError) as err:
+            log.warning("skipped %s: %s", layout.result, err)
             continue
-        task, label = path.parts[-4], path.parts[-3]
         row = {
             "task": task,
             "label": label,
+            "setting": setting,
+            "tag": setting.partition("-")[2],
             "method": res.get("method", label),
             "seed": res.get("seed"),
             "shots": res.get("shots"),
             "backbone": res.get("backbone"),
-            "path": str(path),
+            "path": str(layout.result),
+            "folder": str(layout.folder),
+            **metrics,
         }
-        for role, m in METRIC_KEYS:
-            row[f"{role}_{m}"] = res["metrics"][role][m]
         row["per_class_low"] = res.get("per_class", {}).get("low", {})
         rows.append(row)
+    settings: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        settings[(r["task"], r["label"])].add(r["setting"])
+    for r in rows:
+        if len(settings[(r["task"], r["label"])]) > 1:
+            r["label"] = f"{r['label']} [{r['setting']}]"
     return rows
 
 
 def write_results_csv(rows: list[dict], path: str | Path) -> Path:
     cols = (
-        ["task", "label", "method", "seed", "shots", "backbone"]
+        ["task", "label", "method", "seed", "shots", "tag", "backbone"]
         + [f"{r}_{m}" for r, m in METRIC_KEYS]
         + ["path"]
     )
@@ -270,26 +289,25 @@ def write_report(
     std: bool = False,
     compare_paper: bool = False,
     figures: bool = True,
-    log=print,
 ) -> dict[str, str]:
-    """Tables, ``results.csv`` and figures of the runs under ``out`` (read once), logged; returns the texts."""
+    """Tables, ``results.csv`` and figures of the runs under ``out`` (read once); returns the texts.
+
+    The tables and the paths written are logged (logger ``kmat.report.results``)."""
     out = Path(out)
     rows = collect(out)
     agg = aggregate(rows)
     texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=tables)
     for name, text in texts.items():
-        log("")
-        log(text.rstrip())
-        log(f"(written to {out / (name + '.md')})")
-    log(f"per-run results: {out / 'results.csv'}")
+        log.info("\n%s\n(written to %s)", text.rstrip(), out / (name + ".md"))
+    log.info("per-run results: %s", out / "results.csv")
     if figures:
         try:
             from kmat.report.plots import make_figures
 
-            paths = make_figures(out, agg)
-        except RuntimeError as err:  # matplotlib missing
-            log(f"figures skipped: {err}")
+            paths = make_figures(out, agg, rows)
+        except KmatError as err:  # matplotlib missing
+            log.warning("figures skipped: %s", err)
         else:
             if paths:
-                log(f"figures: {', '.join(str(p) for p in paths)}")
+                log.info("figures: %s", ", ".join(str(p) for p in paths))
     return texts

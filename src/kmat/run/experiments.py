@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from kmat.methods import get_method
+from kmat.methods.config import options_of
+from kmat.run.layout import grid_run_dir
 
 PAPER_TASKS = ["skin1", "skin2", "chest", "breast"]  # paper Table 2 order
 TASK_DISPLAY = {"skin1": "Skin I", "skin2": "Skin II", "chest": "Chest", "breast": "Breast"}
@@ -41,10 +46,23 @@ class RunSpec:
     method: str
     seed: int
     shots: int
-    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    options: dict[str, Any] = field(default_factory=dict, hash=False)  # everything the run is given
+    tag: dict[str, Any] = field(default_factory=dict, hash=False)  # the user's part of it, in the path
 
-    def run_dir(self, out) -> str:
-        return f"{out}/runs/{self.task}/{self.label}/seed{self.seed}"
+    def run_dir(self, out: str | Path) -> Path:
+        """``OUT/runs/<task>/<label>/<shots>shot[-<tag>]/seed<S>`` (:func:`kmat.run.layout.grid_run_dir`)."""
+        return grid_run_dir(out, self.task, self.label, self.shots, self.seed, self.tag)
+
+    @property
+    def name(self) -> str:
+        """Readable name of the run (its path below ``OUT/runs``)."""
+        return "/".join(self.run_dir("").parts[-4:])
+
+
+def method_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``options`` that ``method``'s config has a field for."""
+    known = options_of(get_method(method).Config)
+    return {k: v for k, v in options.items() if k in known}
 
 
 def ablation_options(label: str) -> dict[str, bool]:
@@ -57,13 +75,14 @@ def ablation_options(label: str) -> dict[str, bool]:
 def table2_grid(
     tasks: list[tuple[str, str]], methods: list[str], seeds: list[int], shots: int, options: dict[str, Any]
 ) -> list[RunSpec]:
-    """``tasks``: (name, argument) pairs. One run per task x method x seed."""
-    return [
-        RunSpec(name, arg, m, m, s, shots, dict(options))
-        for name, arg in tasks
-        for m in methods
-        for s in seeds
-    ]
+    """``tasks``: (name, argument) pairs. One run per task x method x seed; each method takes the
+    ``options`` its config has."""
+    specs = []
+    for name, arg in tasks:
+        for m in methods:
+            own = method_options(m, options)
+            specs += [RunSpec(name, arg, m, m, s, shots, dict(own), dict(own)) for s in seeds]
+    return specs
 
 
 def table3_grid(
@@ -73,7 +92,9 @@ def table3_grid(
     options: dict[str, Any],
     rows: list[str] | None = None,
 ) -> list[RunSpec]:
+    """The ablation rows of K-MaT (row ``kmat`` is the full method, shared with Table 2)."""
     labels = rows or [r[0] for r in ABLATION_ROWS]
+    own = method_options("kmat", options)
     return [
         RunSpec(
             name,
@@ -82,7 +103,8 @@ def table3_grid(
             "kmat",
             s,
             shots,
-            {**options, **ablation_options(lab)} if lab != "kmat" else dict(options),
+            {**own, **ablation_options(lab)} if lab != "kmat" else dict(own),
+            dict(own),
         )
         for name, arg in tasks
         for lab in labels

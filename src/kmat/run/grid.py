@@ -1,22 +1,31 @@
 """Run a grid of experiments, resumably: finished runs are skipped, failed runs are recorded and
-the grid goes on. Every run writes ``OUT/runs/<task>/<label>/seed<S>/result.json``."""
+the grid goes on. Every run writes its folder ``OUT/runs/<task>/<label>/<shots>shot[-<tag>]/seed<S>``
+(:mod:`kmat.run.layout`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.data.task import Task, load_task, resolve_task, task_name
+from kmat.errors import CheckpointError, KmatError
 from kmat.features import FeatureStore
-from kmat.run.config import RunConfig, resolve_device
+from kmat.methods.config import options_of
+from kmat.run.config import RunConfig
+from kmat.run.device import resolve_device
 from kmat.run.experiments import RunSpec
-from kmat.run.layout import ERROR_FILE, RESULT_FILE
-from kmat.run.runner import run
+from kmat.run.layout import RunLayout
+from kmat.run.runner import resolve_method_config, run, run_identity
+from kmat.run.schema import identity_of, read_result
 from kmat.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,85 +49,108 @@ def resolve_tasks(tasks: list[str], data_root: str | None) -> list[tuple[str, st
     return out
 
 
-def is_done(run_dir: Path, spec: RunSpec, backbone_spec: str, precision: str = "fp32") -> bool:
-    """A run is done when its result.json exists and was made with the same settings."""
-    path = run_dir / RESULT_FILE
-    if not path.is_file():
+def _run_config(spec: RunSpec, out: str | Path, settings: GridSettings) -> RunConfig:
+    return RunConfig(
+        task=spec.task_arg,
+        out=str(spec.run_dir(out)),
+        method=spec.method,
+        data_root=settings.data_root,
+        backbone=settings.backbone,
+        shots=spec.shots,
+        seed=spec.seed,
+        device=settings.device,
+        precision=settings.precision,
+        feature_cache=settings.feature_cache,
+        show_progress=settings.show_progress,
+        options=dict(spec.options),
+    )
+
+
+def is_done(cfg: RunConfig, task: Task) -> bool:
+    """A run is done when its folder holds a result with the same identity (configuration)."""
+    layout = RunLayout.of(cfg.out)
+    if not layout.exists():
         return False
     try:
-        res = json.loads(path.read_text())
-        cfg = res["config"]
-    except (OSError, json.JSONDecodeError, KeyError):
+        existing = identity_of(read_result(layout.result))
+    except CheckpointError:
         return False
-    return (
-        res.get("method") == spec.method
-        and res.get("seed") == spec.seed
-        and res.get("shots") == spec.shots
-        and cfg.get("backbone") == backbone_spec
-        and cfg.get("options", {}) == spec.options
-        and cfg.get("precision", "fp32") == precision
-    )
+    return existing == run_identity(cfg, task, resolve_method_config(cfg, task))
+
+
+def _run_default(name: str) -> Any:
+    return options_of(RunConfig)[name].default
+
+
+@dataclass
+class GridSettings:
+    """What every run of a grid shares (defaults: :class:`RunConfig`'s)."""
+
+    backbone: str = field(default_factory=lambda: _run_default("backbone"))
+    data_root: str | None = None
+    device: str = field(default_factory=lambda: _run_default("device"))
+    precision: str = field(default_factory=lambda: _run_default("precision"))
+    feature_cache: bool = field(default_factory=lambda: _run_default("feature_cache"))
+    show_progress: bool = True
+    overwrite: bool = False  # replace runs of another configuration in the same folders
 
 
 def run_grid(
     specs: list[RunSpec],
     out: str | Path,
-    backbone_spec: str,
-    data_root: str | None = None,
-    device: str = "auto",
+    settings: GridSettings,
     dry_run: bool = False,
-    show_progress: bool = True,
     backbone: Backbone | None = None,
-    log=print,
-    precision: str = "fp32",
-    feature_cache: bool = True,
 ) -> GridReport:
-    """Run every spec not already done; never stops on a failed run (BackboneError aside)."""
+    """Run every spec not already done; never stops on a failed run (BackboneError aside).
+
+    Progress is logged (``logging``, logger ``kmat.run.grid``), one line per run.
+    """
     report = GridReport()
-    store = FeatureStore(disk=feature_cache)
+    store = FeatureStore(disk=settings.feature_cache)
     tasks: dict[str, Task] = {}  # each task folder read and checked once per grid
     n = len(specs)
     t_grid = time.perf_counter()
     for i, spec in enumerate(specs, start=1):
-        run_dir = Path(spec.run_dir(out))
-        name = f"{spec.task}/{spec.label}/seed{spec.seed}"
-        if is_done(run_dir, spec, backbone_spec, precision):
+        cfg = _run_config(spec, out, settings)
+        run_dir = Path(cfg.out)
+        name = spec.name
+        try:
+            if spec.task_arg not in tasks:
+                tasks[spec.task_arg] = load_task(resolve_task(spec.task_arg, settings.data_root))
+            task = tasks[spec.task_arg]
+            done = is_done(cfg, task)
+        except KmatError as err:
+            task, done = None, False
+            if dry_run:
+                report.pending.append(name)
+                log.info("[%d/%d] pending  %s  (cannot be run as it is: %s)", i, n, name, err)
+                continue
+        if done:
             report.skipped.append(name)
             if dry_run:
-                log(f"[{i}/{n}] done     {name}")
+                log.info("[%d/%d] done     %s", i, n, name)
             continue
         if dry_run:
             report.pending.append(name)
-            log(f"[{i}/{n}] pending  {name}  (method {spec.method}, options {spec.options or '{}'})")
+            log.info(
+                "[%d/%d] pending  %s  (method %s, options %s)", i, n, name, spec.method, spec.options or "{}"
+            )
             continue
         if backbone is None:
-            backbone = load_backbone(backbone_spec, device=resolve_device(device))
-        log(f"[{i}/{n}] running  {name}")
+            backbone = load_backbone(settings.backbone, device=resolve_device(settings.device))
+        log.info("[%d/%d] running  %s", i, n, name)
         t0 = time.perf_counter()
-        cfg = RunConfig(
-            task=spec.task_arg,
-            out=str(run_dir),
-            method=spec.method,
-            data_root=data_root,
-            backbone=backbone_spec,
-            shots=spec.shots,
-            seed=spec.seed,
-            device=device,
-            precision=precision,
-            feature_cache=feature_cache,
-            show_progress=show_progress,
-            options=dict(spec.options),
-        )
         try:
-            if spec.task_arg not in tasks:
-                tasks[spec.task_arg] = load_task(resolve_task(spec.task_arg, data_root))
-            res = run(cfg, backbone=backbone, store=store, task=tasks[spec.task_arg])
+            if task is None:  # the task failed to load above: raise its error again, here
+                task = load_task(resolve_task(spec.task_arg, settings.data_root))
+            res = run(cfg, backbone=backbone, store=store, task=task, overwrite=settings.overwrite)
         except (BackboneError, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - recorded, the grid goes on
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(
-                run_dir / ERROR_FILE,
+                RunLayout.of(run_dir).error,
                 {
                     "run": name,
                     "spec": asdict(spec),
@@ -128,18 +160,27 @@ def run_grid(
             )
             first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
             report.failed.append((name, f"{type(err).__name__}: {first}"))
-            log(f"[{i}/{n}] FAILED   {name}: {type(err).__name__}: {first}")
+            log.info("[%d/%d] FAILED   %s: %s: %s", i, n, name, type(err).__name__, first)
             continue
-        (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        RunLayout.of(run_dir).error.unlink(missing_ok=True)
         report.finished.append(name)
         m = res["metrics"]
-        log(
-            f"[{i}/{n}] finished {name} in {time.perf_counter() - t0:.1f}s: "
-            f"Hi {m['high']['acc']:.1f}  Lo {m['low']['acc']:.1f}  H {m['h']['acc']:.1f} (acc %)"
+        log.info(
+            "[%d/%d] finished %s in %.1fs: Hi %.1f  Lo %.1f  H %.1f (acc %%)",
+            i,
+            n,
+            name,
+            time.perf_counter() - t0,
+            m["high"]["acc"],
+            m["low"]["acc"],
+            m["h"]["acc"],
         )
     if not dry_run:
-        log(
-            f"grid: {len(report.finished)} run(s) finished, {len(report.skipped)} already done, "
-            f"{len(report.failed)} failed, in {time.perf_counter() - t_grid:.1f}s"
+        log.info(
+            "grid: %d run(s) finished, %d already done, %d failed, in %.1fs",
+            len(report.finished),
+            len(report.skipped),
+            len(report.failed),
+            time.perf_counter() - t_grid,
         )
     return report

@@ -8,7 +8,6 @@ task folder. (CoCoOp builds its prompts per image and is re-built from its check
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from kmat.backbone import Backbone, load_backbone
 from kmat.data.images import IMAGE_SUFFIXES, load_image, test_transform
 from kmat.errors import CheckpointError, ConfigError, ImageError
 from kmat.methods import get_method
-from kmat.run.config import encode_batch_size, resolve_device
-from kmat.run.layout import EMBEDDINGS_FILE, RESULT_FILE
+from kmat.run.device import encode_batch_size, resolve_device
+from kmat.run.layout import RunLayout
+from kmat.run.schema import read_result
 
 
 @dataclass
@@ -50,17 +50,19 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
     """``(result, class_embeddings)`` of a finished run folder."""
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
-    if not (run_dir / RESULT_FILE).is_file():
-        raise CheckpointError(f"{run_dir}: no {RESULT_FILE} (is this a finished kmat train run?)")
-    result = json.loads((run_dir / RESULT_FILE).read_text())
-    emb_path = run_dir / EMBEDDINGS_FILE
+    layout = RunLayout.of(run_dir)
+    if not layout.exists():
+        raise CheckpointError(
+            f"{layout.folder}: no {layout.result.name} (is this a finished kmat train run?)"
+        )
+    result = dict(read_result(layout.result))
+    emb_path = layout.embeddings
     if not emb_path.is_file():
-        raise CheckpointError(f"{emb_path}: missing; re-run kmat train to write it")
+        raise CheckpointError(f"{emb_path}: missing; train the run again to write it")
     try:
         return result, {k: v.clone() for k, v in load_file(str(emb_path)).items()}
     except Exception as err:  # safetensors raises its own error type for corrupt files
-        raise CheckpointError(f"{emb_path}: unreadable ({err}); re-run kmat train to rewrite it") from err
+        raise CheckpointError(f"{emb_path}: unreadable ({err}); train the run again to rewrite it") from err
 
 
 @torch.no_grad()

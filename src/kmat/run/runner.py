@@ -8,6 +8,7 @@ import platform
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,14 +17,17 @@ from kmat import __version__
 from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.task import Task, load_task, resolve_task
-from kmat.engine import load_checkpoint, recipe_from, save_checkpoint, train
-from kmat.errors import CheckpointError
+from kmat.engine import load_checkpoint, save_checkpoint, train
+from kmat.errors import CheckpointError, RunConflictError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.methods import get_method
-from kmat.methods.base import Method, MethodContext, resolve_config
+from kmat.methods.base import Method, MethodContext
+from kmat.methods.config import MethodConfig, resolve_config
 from kmat.metrics import classification_metrics, cross_modal_summary
-from kmat.run.config import RunConfig, encode_batch_size, resolve_device
-from kmat.run.layout import CHECKPOINT_FILE, EMBEDDINGS_FILE, RESULT_FILE
+from kmat.run.config import RunConfig
+from kmat.run.device import encode_batch_size, resolve_device
+from kmat.run.layout import RunLayout
+from kmat.run.schema import SCHEMA_VERSION, differences, identity, identity_of, read_result
 from kmat.utils.io import atomic_save_safetensors, atomic_write_json
 
 
@@ -65,10 +69,50 @@ def versions() -> dict[str, str]:
     }
 
 
-def build_method(cfg: RunConfig, task: Task, backbone: Backbone) -> Method:
+def resolve_method_config(cfg: RunConfig, task: Task) -> MethodConfig:
+    """The method's config for this run: its defaults, its published per-task values, then ``cfg.options``."""
     cls = get_method(cfg.method)
     published = {**cls.task_overrides.get(task.name, {}), **cls.task_overrides.get(task.high.dataset, {})}
-    mcfg = resolve_config(cls.Config, {**published, **cfg.options})
+    return resolve_config(cls.Config, {**published, **cfg.options})
+
+
+def run_identity(cfg: RunConfig, task: Task, method_config: MethodConfig) -> dict[str, Any]:
+    """What a finished run of ``cfg`` records as its identity (see :mod:`kmat.run.schema`)."""
+    return identity(
+        method=cfg.method,
+        task=task.name,
+        shots=cfg.shots,
+        seed=cfg.seed,
+        backbone=cfg.backbone,
+        precision=cfg.precision,
+        augment=cfg.augment,
+        method_config=method_config.to_dict(),
+    )
+
+
+def check_run_folder(folder: str | Path, expected: dict[str, Any], overwrite: bool = False) -> None:
+    """Refuse to replace a finished run made with another configuration (unless ``overwrite``)."""
+    layout = RunLayout.of(folder)
+    if overwrite or not layout.exists():
+        return
+    try:
+        existing = identity_of(read_result(layout.result))
+    except CheckpointError:
+        return  # an unreadable result is no run to protect; it is replaced
+    diff = differences(existing, expected)
+    if diff:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise RunConflictError(
+            f"{layout.folder} holds a run with another configuration ({shown}); "
+            "choose another output folder, or allow overwriting it"
+        )
+
+
+def build_method(
+    cfg: RunConfig, task: Task, backbone: Backbone, method_config: MethodConfig | None = None
+) -> Method:
+    cls = get_method(cfg.method)
+    mcfg = method_config if method_config is not None else resolve_method_config(cfg, task)
     ctx = MethodContext(backbone=backbone, task=task, min_descriptions=cfg.min_descriptions)
     torch.manual_seed(cfg.seed)  # prompt initialisation depends on the seed only
     return cls(ctx, mcfg)
@@ -96,6 +140,7 @@ def _result(
     history: list[dict],
 ) -> dict:
     return {
+        "schema_version": SCHEMA_VERSION,
         "method": cfg.method,
         "task": task.name,
         "shots": cfg.shots,
@@ -153,10 +198,13 @@ def run(
     backbone: Backbone | None = None,
     store: FeatureStore | None = None,
     task: Task | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it.
 
     ``backbone``, ``store`` and ``task`` (``cfg.task`` already loaded) let a grid share them between runs.
+    A finished run of another configuration in ``cfg.out`` is a :class:`RunConflictError` unless
+    ``overwrite``.
     """
     cfg.validate()
     t_start = time.perf_counter()
@@ -169,8 +217,10 @@ def run(
         store = FeatureStore(disk=cfg.feature_cache)
     timing["load_s"] = time.perf_counter() - t_start
 
+    method_config = resolve_method_config(cfg, task)
+    check_run_folder(cfg.out, run_identity(cfg, task, method_config), overwrite)
     t0 = time.perf_counter()
-    method = build_method(cfg, task, backbone)
+    method = build_method(cfg, task, backbone, method_config)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
     val = (
         sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
@@ -183,10 +233,10 @@ def run(
     test = _test_features(cfg, task, backbone, store)
     timing["test_features_s"] = time.perf_counter() - t0
 
-    out = Path(cfg.out)  # written only once the inputs have been read
-    write_subset(shots, task.classes, out / "fewshot_train.csv")
+    layout = RunLayout.of(cfg.out)  # written only once the inputs have been read
+    write_subset(shots, task.classes, layout.fewshot_train)
     if val is not None:
-        write_subset(val, task.classes, out / "fewshot_val.csv")
+        write_subset(val, task.classes, layout.fewshot_val)
 
     t0 = time.perf_counter()
     feats = TrainFeatures(
@@ -198,22 +248,28 @@ def run(
         show_progress=cfg.show_progress,
         store=store,
     )
-    history = train(method, feats, recipe_from(method.cfg), seed=cfg.seed, show_progress=cfg.show_progress)
+    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
     timing["train_s"] = time.perf_counter() - t0
-    save_checkpoint(method, _checkpoint_config(cfg, method), out / CHECKPOINT_FILE)
+    save_checkpoint(method, _checkpoint_config(cfg, method), layout.checkpoint)
 
     t0 = time.perf_counter()
     per_role = evaluate(method, test, task)
-    save_embeddings(method, out / EMBEDDINGS_FILE)
+    save_embeddings(method, layout.embeddings)
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
     result = _result(cfg, task, backbone, method, per_role, timing, history)
-    atomic_write_json(out / RESULT_FILE, result)
+    atomic_write_json(layout.config, replay_config(cfg, method.cfg))
+    atomic_write_json(layout.result, result)
     return result
 
 
+def replay_config(cfg: RunConfig, method_config: MethodConfig) -> dict[str, Any]:
+    """The run config file of a run: re-running it (``kmat train --config``) repeats the run."""
+    return {**cfg.replay_dict(), "options": method_config.to_dict()}
+
+
 def _checkpoint_config(cfg: RunConfig, method: Method) -> dict:
-    return {**cfg.to_dict(), "method_config": dataclasses.asdict(method.cfg)}
+    return {**cfg.to_dict(), "method_config": method.cfg.to_dict()}
 
 
 def evaluate_checkpoint(

@@ -117,7 +117,7 @@ def measure(
 ) -> dict:
     """Time the pieces and extrapolate the runs (see module docstring); returns every figure."""
     from kmat.backbone import load_backbone
-    from kmat.run.config import encode_batch_size, resolve_device
+    from kmat.run.device import encode_batch_size, resolve_device
 
     dev = resolve_device(device)
     encode_batch = encode_batch or encode_batch_size(dev)
@@ -200,7 +200,7 @@ def memory_probe(
     import resource
 
     from kmat.backbone import load_backbone
-    from kmat.run.config import encode_batch_size, resolve_device
+    from kmat.run.device import encode_batch_size, resolve_device
 
     dev = resolve_device(device)
     encode_batch = encode_batch or encode_batch_size(dev)
@@ -236,7 +236,7 @@ def run_bench(
     log=print,
 ) -> dict:
     """The whole benchmark, printed; returns its figures."""
-    from kmat.run.config import resolve_device
+    from kmat.run.device import resolve_device
 
     resolve_device(device)  # an unavailable device fails here, before any model is built
     bench_model_dir(arch)  # build once, before the child process needs it

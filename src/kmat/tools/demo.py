@@ -10,15 +10,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from kmat.run.experiments import TABLE2_METHODS, table2_grid, table3_grid
-from kmat.run.grid import run_grid
+from kmat.run.grid import GridSettings, run_grid
 from kmat.tools import synthmed
 from kmat.utils.cache import cache_dir
 
 SYNTHMED_VERSION = "v1"
+
+log = logging.getLogger(__name__)
 
 
 def synthmed_dir(seed: int = 0, splits: dict[str, int] | None = None) -> Path:
@@ -41,7 +44,6 @@ def run_demo(
     backbone_params: dict | None = None,
     device: str = "cpu",
     show_progress: bool = True,
-    log=print,
 ) -> dict[str, str]:
     """Run the demo; returns the table texts. ``quick``: Table 2 with seed 1 only, no Table 3."""
     from kmat.report.results import write_report
@@ -50,16 +52,14 @@ def run_demo(
     t0 = time.perf_counter()
     out = Path(out)
     where = "the CPU" if device == "cpu" else f"device {device!r}"
-    log(
+    log.info(
         f"kmat demo: SynthMed (synthetic mammogram -> sonogram, 3 classes) with the demo backbone, on {where}."
     )
     task = synthmed_dir(splits=splits)
-    log(f"[data] SynthMed task: {task}")
+    log.info(f"[data] SynthMed task: {task}")
     if backbone is None:
-        backbone = (
-            f"local-dir:{demo_backbone_dir(show_progress=show_progress, log=log, **(backbone_params or {}))}"
-        )
-    log(f"[backbone] {backbone}")
+        backbone = f"local-dir:{demo_backbone_dir(show_progress=show_progress, **(backbone_params or {}))}"
+    log.info(f"[backbone] {backbone}")
     options = {"epochs": epochs} if epochs is not None else {}
     tasks = [("synthmed", str(task))]
     seeds = [1] if quick else [1, 2, 3]
@@ -68,13 +68,14 @@ def run_demo(
     if not quick:
         specs += table3_grid(tasks, [1], 16, options)
         tables = (2, 3)
-    log(
+    log.info(
         f"[runs] {len(specs)} runs: Table 2 (6 methods x seeds {seeds})"
         + ("" if quick else " + Table 3 (8 ablation rows, seed 1; row 8 is K-MaT's Table 2 run)")
     )
-    report = run_grid(specs, out, backbone, device=device, show_progress=show_progress, log=log)
-    texts = write_report(out, tables=tables, log=log)
-    log(
+    settings = GridSettings(backbone=backbone, device=device, show_progress=show_progress)
+    report = run_grid(specs, out, settings)
+    texts = write_report(out, tables=tables)
+    log.info(
         f"demo finished in {time.perf_counter() - t0:.0f}s"
         + (f"; {len(report.failed)} run(s) failed (see their error.json)" if report.failed else "")
     )

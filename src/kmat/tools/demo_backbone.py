@@ -17,6 +17,7 @@ builds it on first use into ``$KMAT_CACHE/demo_backbone-v1`` and reuses it after
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -33,6 +34,8 @@ from kmat.utils.progress import progress
 
 VERSION = "v1"
 DEFAULTS = {"seed": 0, "n_per_class": 300, "epochs": 40, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05}
+
+log = logging.getLogger(__name__)
 
 
 def _vocabulary() -> list[str]:
@@ -159,10 +162,10 @@ def shipped_demo_backbone() -> Path | None:
     )
 
 
-def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path:
+def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
     """The demo backbone: the shipped copy, else built on first use (about two minutes on a 2-core
     CPU) and cached. ``overrides`` of :data:`DEFAULTS` (e.g. a tiny ``n_per_class`` for tests) are
-    built into their own cache folder. ``log`` (a print-like function) hears when a build starts.
+    built into their own cache folder. A build is logged when it starts.
     """
     params = {**DEFAULTS, **overrides}
     if params == DEFAULTS and (shipped := shipped_demo_backbone()) is not None:
@@ -179,10 +182,9 @@ def demo_backbone_dir(show_progress: bool = True, log=None, **overrides) -> Path
             import shutil
 
             shutil.rmtree(tmp)
-        if log is not None:
-            log(
-                f"[backbone] pre-training a demo backbone on SynthMed captions into {folder} (once; cached) ..."
-            )
+        log.info(
+            f"[backbone] pre-training a demo backbone on SynthMed captions into {folder} (once; cached) ..."
+        )
         build_demo_backbone(tmp, show_progress=show_progress, **params)
         if folder.exists():
             import shutil

@@ -1,0 +1,34 @@
+"""``kmat table``: rebuild tables, results.csv and figures from a grid's runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kmat.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "table",
+        parents=parents,
+        help="rebuild the tables, results.csv and figures from the runs in DIR",
+        description="Rebuild OUT/table2.md, table3.md, results.csv and figures from whatever "
+        "result.json files exist under DIR/runs.",
+    )
+    p.add_argument("dir")
+    p.add_argument("--table", type=int, choices=[2, 3], nargs="+", default=None)
+    p.add_argument("--std", action="store_true")
+    p.add_argument("--compare-paper", action="store_true")
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    if not (out / "runs").is_dir():
+        raise ConfigError(f"{out}: no runs/ folder (is this a kmat reproduce output folder?)")
+    from kmat.report.results import write_report
+
+    write_report(out, tuple(args.table or (2, 3)), args.std, args.compare_paper, figures=not args.no_figures)
+    return 0

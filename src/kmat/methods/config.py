@@ -1,0 +1,206 @@
+"""Method configurations: one dataclass per method, each field declared once with its help.
+
+Every field of a method's config is an *option*: settable from ``kmat train -o NAME=VALUE`` (and a
+generated ``--name`` flag), from a run config file, or from Python. A field is declared with
+:func:`option` (default, one-line help, bounds); a subclass that only changes a default re-declares
+the field with a plain value (``epochs: int = 10``) and inherits the help and bounds of the class
+that declared it first. Values are checked in ``__post_init__``, with the field's name in the
+message.
+
+Kept free of torch, so that ``--help`` and config files can be handled cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin
+
+from kmat.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: bool = False,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A config field: its default, one line of help, and the bounds ``__post_init__`` enforces."""
+    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """What the command line and ``--help-options`` show of one field."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    declared_by: type
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+def type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if _is_optional(tp) and len(args) == 1:
+        return f"{type_name(args[0])} | None"
+    return str(tp).replace("typing.", "")
+
+
+def _is_optional(tp: Any) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _base_type(tp: Any) -> Any:
+    """``int`` for ``int | None``; the type itself otherwise."""
+    if _is_optional(tp):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def options_of(cls: type) -> dict[str, OptionInfo]:
+    """Every field of a config dataclass with its help and bounds (looked up along the MRO)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, OptionInfo] = {}
+    for f in dataclasses.fields(cls):
+        declarer: type = cls
+        meta: Any = f.metadata
+        for base in reversed(cls.__mro__):  # the first class that declared it with help
+            bf = getattr(base, "__dataclass_fields__", {}).get(f.name)
+            if bf is not None and bf.metadata.get("help"):
+                declarer, meta = base, bf.metadata
+                break
+        default = f.default if f.default is not _MISSING else None
+        if f.default_factory is not _MISSING:
+            default = f.default_factory()
+        out[f.name] = OptionInfo(
+            name=f.name,
+            type=hints[f.name],
+            default=default,
+            help=meta.get("help", ""),
+            declared_by=declarer,
+            min=meta.get("min"),
+            max=meta.get("max"),
+            min_exclusive=bool(meta.get("min_exclusive")),
+            choices=meta.get("choices"),
+        )
+    return out
+
+
+def parse_value(info: OptionInfo, text: str) -> Any:
+    """A command-line string as the field's type (``none`` for ``X | None``; JSON for the rest)."""
+    tp = _base_type(info.type)
+    s = text.strip()
+    if _is_optional(info.type) and s.lower() in ("none", "null", ""):
+        return None
+    try:
+        if tp is bool:
+            low = s.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(s)
+        if tp is int:
+            return int(s)
+        if tp is float:
+            return float(s)
+        if tp is str:
+            return text
+        return json.loads(s)
+    except (ValueError, json.JSONDecodeError):
+        raise ConfigError(
+            f"option {info.name}: cannot read {text!r} as {info.type_name}", field=info.name
+        ) from None
+
+
+def check_value(info: OptionInfo, value: Any, owner: str) -> Any:
+    """The value, checked against the field's type and bounds (ints are accepted for floats)."""
+    where = f"{owner}.{info.name}"
+    if value is None:
+        if _is_optional(info.type):
+            return None
+        raise ConfigError(f"{where} must be a {info.type_name}, got None", field=info.name)
+    tp = _base_type(info.type)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp in (int, float, str, bool):
+        ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(
+                f"{where} must be a {info.type_name}, got {value!r} ({type(value).__name__})", field=info.name
+            )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value}", field=info.name)
+    if info.choices is not None and value not in info.choices:
+        raise ConfigError(f"{where} must be one of {list(info.choices)}, got {value!r}", field=info.name)
+    if info.min is not None and isinstance(value, int | float):
+        if value < info.min or (info.min_exclusive and value == info.min):
+            op = ">" if info.min_exclusive else ">="
+            raise ConfigError(f"{where} must be {op} {info.min:g}, got {value}", field=info.name)
+    if info.max is not None and isinstance(value, int | float) and value > info.max:
+        raise ConfigError(f"{where} must be <= {info.max:g}, got {value}", field=info.name)
+    return value
+
+
+class Options:
+    """Mixin of config dataclasses: checks every field in ``__post_init__``."""
+
+    def __post_init__(self) -> None:
+        for name, info in options_of(type(self)).items():
+            object.__setattr__(self, name, check_value(info, getattr(self, name), type(self).__name__))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
+
+
+@dataclass
+class MethodConfig(Options):
+    """The training recipe every method has (the one loop of :mod:`kmat.engine`).
+
+    SGD with momentum and weight decay; ``warmup_epochs`` at the constant ``warmup_lr``, then a
+    cosine schedule from ``lr``, stepped once per epoch.
+    """
+
+    epochs: int = option(50, "training epochs (0: evaluate the initial prompts)", min=0)
+    batch_size: int = option(32, "high-end images per training step", min=1)
+    lr: float = option(0.002, "base learning rate of SGD", min=0)
+    momentum: float = option(0.9, "SGD momentum", min=0, max=1)
+    weight_decay: float = option(5e-4, "SGD weight decay", min=0)
+    warmup_epochs: int = option(1, "epochs at the constant warm-up learning rate", min=0)
+    warmup_lr: float = option(1e-5, "warm-up learning rate", min=0)
+    logit_scale: float | None = option(
+        None, "logit scale s of s * f . t (None: the backbone's exp(logit_scale))", min=0, min_exclusive=True
+    )
+
+
+def resolve_config(cls: type[MethodConfig], overrides: dict[str, Any]) -> MethodConfig:
+    """``cls`` with the given (non-None) overrides; an unknown name is a :class:`ConfigError`."""
+    known = options_of(cls)
+    unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__} has no option(s) {unknown}; its options: {sorted(known)}", field=unknown[0]
+        )
+    return cls(**{k: v for k, v in overrides.items() if v is not None})
