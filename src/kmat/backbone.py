@@ -21,9 +21,10 @@ import json
 import logging
 import os
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from torch import Tensor, nn
 from kmat import PRECISIONS
 from kmat.errors import BackboneError, ConfigError
 from kmat.utils.cache import file_sha256
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 BIOMEDCLIP_HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 BIOMEDCLIP_SPEC = f"hf-hub:{BIOMEDCLIP_HUB_ID}"
@@ -126,7 +130,50 @@ def _pin_eval(model: nn.Module) -> None:
     def _train(self: nn.Module, mode: bool = True) -> nn.Module:  # noqa: ARG001 - pinned
         return self
 
-    model.train = types.MethodType(_train, model)  # type: ignore[method-assign]
+    model.train = types.MethodType(_train, model)  # type: ignore[method-assign]  # pinned on this instance
+
+
+class _Tokenizer(Protocol):
+    """The parts of open_clip's ``HFTokenizer`` that kmat uses."""
+
+    context_length: int  # set by open_clip's ``get_tokenizer`` from the model config
+    tokenizer: PreTrainedTokenizerBase
+    clean_fn: Callable[[str], str]
+
+    def __call__(self, texts: list[str]) -> Tensor: ...
+
+
+class _BertEmbeddings(Protocol):
+    word_embeddings: nn.Embedding
+
+
+class _TextTransformer(Protocol):
+    """The Hugging Face (BERT-family) model inside open_clip's text tower."""
+
+    embeddings: _BertEmbeddings
+
+    def __call__(self, *, inputs_embeds: Tensor, attention_mask: Tensor) -> Any: ...
+
+
+class _TextTower(Protocol):
+    """The parts of open_clip's ``HFTextEncoder`` that kmat uses (``load_backbone`` checks for one)."""
+
+    transformer: _TextTransformer
+    config: Any  # the transformers config of ``transformer``
+    output_dim: int
+    pooler: Callable[[Any, Tensor], Tensor]
+    proj: Callable[[Tensor], Tensor]
+
+
+class _ClipModel(Protocol):
+    """The parts of open_clip's ``CustomTextCLIP`` that kmat uses."""
+
+    text: _TextTower
+    logit_scale: Tensor
+
+    def encode_image(self, image: Tensor) -> Tensor: ...
+
+    def encode_text(self, text: Tensor) -> Tensor: ...
 
 
 @dataclass
@@ -134,7 +181,7 @@ class Backbone:
     """A frozen open_clip model with an HF (BERT-family) text tower."""
 
     model: nn.Module
-    tokenizer: object
+    tokenizer: _Tokenizer
     name: str
     image_size: int
     mean: tuple[float, float, float]
@@ -146,27 +193,36 @@ class Backbone:
 
     # ------------------------------------------------------------------ properties
     @property
+    def _clip(self) -> _ClipModel:
+        # open_clip is untyped: ``model`` is a CustomTextCLIP with an HF text tower (see load_backbone)
+        return cast(_ClipModel, self.model)
+
+    @property
+    def _tower(self) -> _TextTower:
+        return self._clip.text
+
+    @property
     def text(self) -> nn.Module:
-        return self.model.text
+        return cast(nn.Module, self._clip.text)
 
     @property
     def device(self) -> torch.device:
-        return self.model.logit_scale.device
+        return self._clip.logit_scale.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.logit_scale.dtype
+        return self._clip.logit_scale.dtype
 
     @property
     def logit_scale(self) -> float:
         """``s = logit_scale.exp()`` of the backbone (frozen: read once, not once per training step)."""
         if self._logit_scale is None:
-            self._logit_scale = float(self.model.logit_scale.detach().exp())
+            self._logit_scale = float(self._clip.logit_scale.detach().exp())
         return self._logit_scale
 
     @property
     def word_embeddings(self) -> nn.Embedding:
-        return self.text.transformer.embeddings.word_embeddings
+        return self._tower.transformer.embeddings.word_embeddings
 
     @property
     def embed_width(self) -> int:
@@ -175,19 +231,19 @@ class Backbone:
 
     @property
     def output_dim(self) -> int:
-        return int(self.text.output_dim)
+        return int(self._tower.output_dim)
 
     @property
     def context_length(self) -> int:
         return int(self.tokenizer.context_length)
 
     @property
-    def _hf_tok(self):
+    def _hf_tok(self) -> PreTrainedTokenizerBase:
         return self.tokenizer.tokenizer
 
     @property
     def pad_id(self) -> int:
-        return int(self.text.config.pad_token_id or 0)
+        return int(self._tower.config.pad_token_id or 0)
 
     @property
     def cls_id(self) -> int:
@@ -246,7 +302,7 @@ class Backbone:
         """L2-normalised image features ``f`` of a batch of preprocessed images (B, 3, H, W)."""
         images = images.to(self.device, dtype=self.dtype)
         with self.autocast():
-            feats = self.model.encode_image(images)
+            feats = self._clip.encode_image(images)
         return F.normalize(feats.float(), dim=-1)
 
     # ------------------------------------------------------------------ text
@@ -268,7 +324,7 @@ class Backbone:
         """Text features of token ids (the frozen tower's own path: ``model.encode_text``)."""
         ids = self.cut_padding(ids).to(self.device)
         with self.autocast():
-            feats = self.model.encode_text(ids).float()
+            feats = self._clip.encode_text(ids).float()
         return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.no_grad()
@@ -297,9 +353,9 @@ class Backbone:
             )
         mask = attention_mask.to(self.device).long()
         with self.autocast():
-            out = self.text.transformer(inputs_embeds=embeds.to(self.dtype), attention_mask=mask)
-            pooled = self.text.pooler(out, mask)
-            feats = self.text.proj(pooled).float()
+            out = self._tower.transformer(inputs_embeds=embeds.to(self.dtype), attention_mask=mask)
+            pooled = self._tower.pooler(out, mask)
+            feats = self._tower.proj(pooled).float()
         return F.normalize(feats, dim=-1) if normalize else feats
 
 

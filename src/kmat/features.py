@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -127,16 +128,17 @@ def encode_samples(
     size, mean, std = backbone.image_size, backbone.mean, backbone.std
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)
     out: list[Tensor | None] = [None] * len(samples)
-    keys: list[tuple | None] = [None] * len(samples)
-    disk_path, meta = None, {}
+    keys: list[tuple] = []  # one per sample when there is a store (only read then)
+    disk_path: Path | None = None
+    meta: dict = {}
     if store is not None:
         keys = [store.key(backbone, s, view, seed) for s in samples]
         out = [store.get(k) for k in keys]  # memory first: a grid's runs share one store
         if samples and all(f is not None for f in out):
             store.hits += len(samples)
-            return torch.stack(out), labels  # type: ignore[arg-type]
+            return torch.stack(cast(list[Tensor], out)), labels  # no None left (checked just above)
         if store.disk and samples:
-            disk_path = store.list_path(keys)  # type: ignore[arg-type]
+            disk_path = store.list_path(keys)
             meta = {
                 "backbone": backbone.identity(),
                 "prep": list(map(str, preprocessing_key(backbone))),
@@ -148,7 +150,7 @@ def encode_samples(
             if feats is not None:
                 store.disk_hits += 1
                 for k, f in zip(keys, feats, strict=True):
-                    store.put(k, f)  # type: ignore[arg-type]
+                    store.put(k, f)
                 return feats, labels
     todo: list[int] = []
     for i in range(len(samples)):
@@ -197,9 +199,9 @@ def encode_samples(
     bar.close()
     if not samples:
         return torch.empty(0, backbone.output_dim), labels
-    feats = torch.stack(out)  # type: ignore[arg-type]
-    if disk_path is not None and todo:
-        store.save_list(disk_path, feats, meta)  # type: ignore[union-attr]
+    feats = torch.stack(cast(list[Tensor], out))  # every slot is filled: found in the store or encoded
+    if store is not None and disk_path is not None and todo:  # disk_path is only set with a store
+        store.save_list(disk_path, feats, meta)
     return feats, labels
 
 

@@ -20,7 +20,7 @@ gradient with ``T*`` fixed is the exact gradient of the entropic objective. Dist
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -101,6 +101,46 @@ def fgw_objective(M: Tensor, C1: Tensor, C2: Tensor, T: Tensor, alpha: float) ->
         - 2.0 * (C1 @ T @ C2.T * T).sum()
     )
     return (1.0 - alpha) * (M * T).sum() + alpha * gw
+
+
+@overload
+def fgw_loss(
+    x_high: Tensor,
+    y_low: Tensor,
+    alpha: float = ...,
+    epsilon: float = ...,
+    max_iter: int = ...,
+    metric: Metric = ...,
+    return_coupling: Literal[False] = ...,
+    outer_max_iter: int = ...,
+) -> Tensor: ...
+
+
+@overload
+def fgw_loss(
+    x_high: Tensor,
+    y_low: Tensor,
+    alpha: float = ...,
+    epsilon: float = ...,
+    max_iter: int = ...,
+    metric: Metric = ...,
+    *,
+    return_coupling: Literal[True],
+    outer_max_iter: int = ...,
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def fgw_loss(
+    x_high: Tensor,
+    y_low: Tensor,
+    alpha: float = ...,
+    epsilon: float = ...,
+    max_iter: int = ...,
+    metric: Metric = ...,
+    return_coupling: bool = ...,
+    outer_max_iter: int = ...,
+) -> Tensor | tuple[Tensor, Tensor]: ...
 
 
 def fgw_loss(

@@ -23,6 +23,11 @@ from kmat.backbone import Backbone
 class PromptSuffixes(nn.Module):
     """Frozen embeddings of ``[CLS]`` and of N suffixes (word pieces + ``[SEP]``), right-padded."""
 
+    # buffers registered in __init__
+    cls_embed: Tensor
+    suffix_embed: Tensor
+    suffix_mask: Tensor
+
     def __init__(self, backbone: Backbone, suffixes: Sequence[str]) -> None:
         super().__init__()
         ids = [backbone.token_ids(s) + [backbone.sep_id] for s in suffixes]
@@ -137,7 +142,7 @@ class FactorisedPrompt(nn.Module):
         )
         if csc:
             shape = (n_mod, n_cls, n_ctx, width) if msc else (n_cls, n_ctx, width)
-            self.class_ctx = nn.Parameter((torch.randn(*shape) * init_std).to(dev))
+            self.class_ctx: nn.Parameter | None = nn.Parameter((torch.randn(*shape) * init_std).to(dev))
         else:
             self.class_ctx = None
         suffixes = [template.format(classname=c, modality=m) for m in modality_names for c in classnames]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 import torch
@@ -51,9 +53,13 @@ def _has_dicom_magic(path: Path) -> bool:
 
 def _first(value: object) -> float:
     """The first value of a (possibly multi-valued) DICOM number."""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        value = list(value)[0]  # type: ignore[arg-type]
-    return float(value)  # type: ignore[arg-type]
+    if isinstance(value, list | tuple) or (
+        type(value).__name__ == "MultiValue" and isinstance(value, Iterable)
+    ):
+        value = list(value)[0]
+    if not isinstance(value, str | bytes | SupportsFloat | SupportsIndex):
+        raise TypeError(f"float() argument must be a string or a real number, not {type(value).__name__!r}")
+    return float(value)
 
 
 def load_dicom(path: str | Path) -> Image.Image:

@@ -84,7 +84,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
         groups[(r["task"], r["label"])].append(r)
     agg = {}
     for key, rs in groups.items():
-        cell = {}
+        cell: dict[str, tuple[float, float, int] | dict[str, float | None]] = {}
         for role, m in METRIC_KEYS:
             vals = [r[f"{role}_{m}"] for r in rs]
             cell[f"{role}_{m}"] = (
@@ -93,10 +93,11 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
                 len(vals),
             )
         classes = rs[0]["per_class_low"].keys()
-        cell["per_class_low"] = {}
+        per_class: dict[str, float | None] = {}
+        cell["per_class_low"] = per_class
         for c in classes:
             vals = [r["per_class_low"][c] for r in rs if r["per_class_low"].get(c) is not None]
-            cell["per_class_low"][c] = statistics.fmean(vals) if vals else None
+            per_class[c] = statistics.fmean(vals) if vals else None
         agg[key] = cell
     return agg
 
@@ -106,8 +107,9 @@ def _task_order(tasks: set[str]) -> list[str]:
 
 
 def _avg_cell(agg: dict, tasks: list[str], label: str) -> dict | None:
-    cells = [agg.get((t, label)) for t in tasks]
-    if not cells or any(c is None for c in cells):
+    found = [agg.get((t, label)) for t in tasks]
+    cells = [c for c in found if c is not None]
+    if not cells or len(cells) < len(found):  # some task lacks this row
         return None
     return {
         k: (statistics.fmean(c[k][0] for c in cells), statistics.fmean(c[k][1] for c in cells), len(cells))

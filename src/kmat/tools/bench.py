@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -159,7 +160,12 @@ def measure(
         t_img_big = _time(
             lambda: [backbone.encode_images(images_big) for _ in range(n_calls)], dev, repeats
         ) / (n_calls * encode_batch)
-    r = {"arch": arch, "device": str(dev), "precision": precision, "encode_batch": encode_batch}
+    r: dict[str, Any] = {
+        "arch": arch,
+        "device": str(dev),
+        "precision": precision,
+        "encode_batch": encode_batch,
+    }
     r["image_encode_per_image_batched_s"] = t_img_big
     r["kmat_step_s"] = _time(kmat_step, dev, repeats)
     r["kmat_step_live_s"] = _time(kmat_step_live, dev, repeats)

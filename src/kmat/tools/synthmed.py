@@ -24,6 +24,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -58,7 +59,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray
     """Value noise: a coarse random grid bilinearly upsampled, in [0, 1]."""
     n = max(2, size // scale + 2)
     coarse = rng.random((n, n))
-    img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float64) / 255.0
 
 
@@ -90,7 +91,7 @@ def _lesion(rng: np.random.Generator, cls: str, size: int) -> tuple[np.ndarray, 
         if lobulated:
             rho = rho / (1.0 + 0.1 * np.cos(rng.integers(3, 5) * np.arctan2(v, u) + rng.uniform(0, 6)))
         mask = 1.0 / (1.0 + np.exp((rho - 1.0) * r / 0.8))
-        geo = {
+        geo: dict[str, str | float] = {
             "shape": "lobulated" if lobulated else ("round" if aspect == 1.0 else "oval"),
             "margin": "smooth",
         }
@@ -351,7 +352,7 @@ def write_synthmed(
     """Write the SynthMed task (images, manifests, task.json, descriptions.json); idempotent."""
     folder = Path(folder)
     splits = splits or SPLITS
-    spec = {
+    spec: dict[str, Any] = {
         "task": "synthmed",
         "title": "SynthMed: synthetic mammogram -> sonogram",
         "classes": CLASSES,

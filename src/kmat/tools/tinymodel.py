@@ -17,6 +17,7 @@ import json
 import string
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -71,7 +72,17 @@ def build_vocab(extra_words: Iterable[str] = (), size: int | None = None) -> lis
     return vocab
 
 
-ARCHS = {
+class BertSize(TypedDict):
+    """The ``BertConfig`` keyword arguments that set the size of the text tower."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+
+
+ARCHS: dict[str, tuple[dict[str, object], BertSize, int, int]] = {
     # name: (vision_cfg, text BERT config kwargs, embed_dim, context_length)
     "tiny": (
         {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16, "mlp_ratio": 2.0},

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -76,7 +77,7 @@ def write_toy_task(
     """Write the toy task (per class and modality: n_train/n_val/n_test images) and return its folder."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
-    spec = {
+    spec: dict[str, Any] = {
         "task": "toy",
         "classes": CLASSES,
         "classnames": CLASSNAMES,
@@ -108,7 +109,7 @@ def write_toy_task(
             w = csv.writer(fh)
             w.writerow(["path", "label", "split", "modality", "dataset", "group_id"])
             w.writerows(rows)
-    desc = {}
+    desc: dict[str, dict[str, list[str]]] = {}
     for mod, mwords in MODALITY_WORDS.items():
         desc[mod] = {}
         for cls in CLASSES:

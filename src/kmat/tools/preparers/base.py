@@ -8,8 +8,10 @@ metadata -> manifest rows with resolved paths, plus problems) and :meth:`Prepare
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import SupportsFloat
 
 from kmat.data.definitions import load_definition, validate_definition
 from kmat.tools.preparers.common import ROLES, SPLITS, PrepareError, Problems, Row, check_raw_folder
@@ -98,13 +100,15 @@ def generated_split(
     return {role: text for role in roles}
 
 
-def _parse_ratios(value: object) -> dict[str, float]:
+def _parse_ratios(
+    value: dict[str, SupportsFloat | str] | str | Iterable[SupportsFloat | str],
+) -> dict[str, float]:
     if isinstance(value, dict):
         vals = [float(value.get(s, 0)) for s in SPLITS]
     elif isinstance(value, str):
         vals = [float(x) for x in value.replace("/", ",").split(",")]
     else:
-        vals = [float(x) for x in value]  # type: ignore[union-attr]
+        vals = [float(x) for x in value]
     if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0:
         raise PrepareError(f"ratios must be three non-negative numbers train,val,test; got {value!r}")
     return {s: v / sum(vals) for s, v in zip(SPLITS, vals, strict=True)}
@@ -213,7 +217,7 @@ def run(prep: Preparer, raw: str | Path, out: str | Path, options: dict) -> Prep
         payload[role] = (manifest, data, skipped, problems_bytes(probs) if probs else None)
 
     record_opts = {k: jsonable(v) for k, v in opts.items() if k != "overwrite"}
-    prepared = {
+    prepared: dict[str, dict] = {
         role: {
             "root": str(col.root),
             "sha256": sha256_bytes(payload[role][1]),

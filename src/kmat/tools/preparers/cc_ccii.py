@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from kmat.tools.preparers.base import Collected, Preparer, generated_split
@@ -45,7 +46,7 @@ def middle(items: list[str], k: int) -> list[str]:
     return items[start : start + k]
 
 
-def _exclusions(value: object, canon: dict[str, str]) -> set[ScanKey]:
+def _exclusions(value: str | Iterable[object] | None, canon: dict[str, str]) -> set[ScanKey]:
     out: set[ScanKey] = set()
     for item in [value] if isinstance(value, str) else (value or []):
         parts = str(item).replace("_", "/").strip("/").split("/")

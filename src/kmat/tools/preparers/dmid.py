@@ -47,12 +47,13 @@ def find_metadata(raw: Path, given: object) -> Path:
 def read_table(meta: Path) -> tuple[dict[str, list[tuple[int, str]]], list[str]]:
     """Image id -> [(line, raw classification)], in order; plus ids in first-seen order."""
     rows = read_rows(meta)
-    id_col = cls_col = None
+    id_col: int | None = None
+    cls_col: int | None = None
     per_image: dict[str, list[tuple[int, str]]] = defaultdict(list)
     order: list[str] = []
     for lineno, r in enumerate(rows, start=1):
         cells = [cell_str(c) for c in r]
-        if id_col is None:
+        if id_col is None or cls_col is None:  # header not found yet (cls_col is set with id_col)
             named = [j for j, c in enumerate(cells) if c.lower() == "classification"]
             if named:
                 cls_col = named[0]
@@ -121,9 +122,10 @@ class DmidPreparer(Preparer):
                 code = max(values, key=SEVERITY.__getitem__)
                 source = code
             else:
-                code, source = self._fallback(image, reports, col, role, where)
-                if code is None:
+                from_report, source = self._fallback(image, reports, col, role, where)
+                if from_report is None:
                     continue
+                code = from_report
             rel = f"{folder}/{image}{ext}"
             res = index.resolve(rel)
             if res.path is None:

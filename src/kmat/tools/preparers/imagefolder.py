@@ -81,7 +81,8 @@ class ImageFolderPreparer(Preparer):
             raise PrepareError(
                 f"modality {modality!r} is already the other modality of task {spec['task']!r}"
             )
-        old = spec.get(role) if isinstance(spec.get(role), dict) else {}
+        given = spec.get(role)
+        old: dict = given if isinstance(given, dict) else {}
         same = old.get("modality") == modality
         dataset = str(opts["dataset_name"])
         label_map = dict(old.get("label_map", {})) if same else {}

@@ -58,7 +58,8 @@ def _count(manifest: Path) -> dict[str, int] | None:
 
 
 def _modality(spec: dict, role: str, folder: Path | None) -> ModalityStatus:
-    block = spec.get(role) if isinstance(spec.get(role), dict) else {}
+    given = spec.get(role)
+    block: dict = given if isinstance(given, dict) else {}
     expected = (spec.get("expected_counts") or {}).get(role)
     manifest = folder / block["manifest"] if folder and block.get("manifest") else None
     state, counts = "not prepared", {}

@@ -93,6 +93,7 @@ def merge_task_json(spec: dict, existing: dict | None, prepared: dict[str, dict]
     provenance = dict(doc.get("split_provenance", {}))
     records: dict[str, dict] = {}
     sums: dict[str, str] = {}
+    prev = existing or {}
     for role in ROLES:
         if role in prepared:
             p = prepared[role]
@@ -101,26 +102,26 @@ def merge_task_json(spec: dict, existing: dict | None, prepared: dict[str, dict]
             records[role] = p["record"]
             sums[doc[role]["manifest"]] = p["sha256"]
             continue
-        old = (existing or {}).get(role)
+        old = prev.get(role)
         if not isinstance(old, dict) or "root" not in old:
             if isinstance(doc.get(role), dict):
                 doc[role].pop("root", None)
             continue
-        if existing.get("classes") != doc.get("classes"):
+        if prev.get("classes") != doc.get("classes"):
             notes.append(
                 f"the {role.replace('_', '-')} modality was prepared earlier for classes "
-                f"{existing.get('classes')}; prepare it again for {doc.get('classes')}"
+                f"{prev.get('classes')}; prepare it again for {doc.get('classes')}"
             )
             if isinstance(doc.get(role), dict):
                 doc[role].pop("root", None)
             continue
         doc[role] = old
-        if old.get("manifest") in (existing.get("manifest_sha256") or {}):
-            sums[old["manifest"]] = existing["manifest_sha256"][old["manifest"]]
-        if role in (existing.get("split_provenance") or {}):
-            provenance[role] = existing["split_provenance"][role]
-        if role in (existing.get("prepared") or {}):
-            records[role] = existing["prepared"][role]
+        if old.get("manifest") in (prev.get("manifest_sha256") or {}):
+            sums[old["manifest"]] = prev["manifest_sha256"][old["manifest"]]
+        if role in (prev.get("split_provenance") or {}):
+            provenance[role] = prev["split_provenance"][role]
+        if role in (prev.get("prepared") or {}):
+            records[role] = prev["prepared"][role]
     doc["split_provenance"] = provenance
     doc["manifest_sha256"] = sums
     doc["prepared"] = records
