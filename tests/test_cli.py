@@ -128,7 +128,10 @@ def test_corrupt_image(tiny_model_dir, toy_task, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,msg",
     [
-        (["--epochs", "-1"], "--epochs must be >= 0"),
+        (["--epochs", "-1"], "epochs must be >= 0, got -1 [--epochs, or -o epochs=VALUE]"),
+        (["-o", "lambda_fgw=-2"], "lambda_fgw must be >= 0, got -2.0 [--lambda-fgw, or -o lambda_fgw=VALUE]"),
+        (["-o", "lamda_fgw=1"], "no method has an option 'lamda_fgw'"),
+        (["--shots", "-1"], "shots must be >= 0, got -1 [--shots]"),
         (["--method", "nosuch"], "unknown method"),
     ],
 )

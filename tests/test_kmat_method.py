@@ -4,6 +4,7 @@ import torch
 from kmat.data.task import TaskError, load_task
 from kmat.methods import available_methods, get_method
 from kmat.methods.base import MethodContext
+from kmat.errors import ConfigError
 from kmat.methods.config import resolve_config
 from kmat.methods.kmat import KMaTConfig, anchor_loss
 from kmat.ot import fgw_loss
@@ -17,7 +18,7 @@ def _method(backbone, task, **kw):
 
 def test_registered():
     assert "kmat" in available_methods()
-    with pytest.raises(KeyError, match="unknown method"):
+    with pytest.raises(ConfigError, match="unknown method"):
         get_method("nope")
     with pytest.raises(ValueError, match="no option"):
         resolve_config(KMaTConfig, {"lamda_fgw": 1.0})
@@ -41,9 +42,9 @@ def test_total_loss_is_sum_of_its_terms(backbone, loaded_toy_task):
     ce = torch.nn.functional.cross_entropy(backbone.logit_scale * feats @ t[0].T, labels)
     anc = anchor_loss(t, m.ctx.prototypes())
     fgw = fgw_loss(t[0], t[1])
-    assert terms["ce"] == pytest.approx(ce.item(), rel=1e-5)
-    assert terms["anchor"] == pytest.approx(anc.item(), rel=1e-5)
-    assert terms["fgw"] == pytest.approx(fgw.item(), rel=1e-5)
+    assert terms["ce"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert terms["anchor"].item() == pytest.approx(anc.item(), rel=1e-5)
+    assert terms["fgw"].item() == pytest.approx(fgw.item(), rel=1e-5)
     assert total.item() == pytest.approx(ce.item() + 0.5 * anc.item() + 2.0 * fgw.item(), rel=1e-5)
 
 

@@ -59,6 +59,9 @@ def test_predict_errors(tmp_path, capsys):
     from safetensors.torch import save_file
 
     (tmp_path / "result.json").write_text(json.dumps({}))
+    assert main(["predict", "--run", str(tmp_path), "--images", str(tmp_path)]) == 2
+    assert "not a kmat result" in capsys.readouterr().err
+    (tmp_path / "result.json").write_text(json.dumps({"metrics": {}}))
     (tmp_path / "class_embeddings.safetensors").write_bytes(b"")
     assert main(["predict", "--run", str(tmp_path), "--images", str(tmp_path)]) == 2
     assert "unreadable" in capsys.readouterr().err

@@ -9,6 +9,8 @@ from kmat.cli import main
 from kmat.report.results import aggregate, collect, table2_markdown
 from kmat.run.experiments import ABLATION_ROWS
 
+SETTING = "16shot-epochs=1"  # the run folders of a 16-shot grid with --epochs 1
+
 
 def _reproduce(tiny_model_dir, task, out, *extra):
     return main(
@@ -42,15 +44,15 @@ def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tm
     assert "BiomedCLIP" in printed and "K-MaT" in printed
     for m in ("zeroshot", "kmat"):
         for s in (1, 2):
-            assert (out / "runs" / "toy" / m / f"seed{s}" / "result.json").is_file()
+            assert (out / "runs" / "toy" / m / SETTING / f"seed{s}" / "result.json").is_file()
     for f in ("table2.md", "results.csv"):
         assert (out / f).is_file()
     table = (out / "table2.md").read_text()
     assert len((out / "results.csv").read_text().strip().splitlines()) == 5
-    mtime = (out / "runs" / "toy" / "kmat" / "seed1" / "result.json").stat().st_mtime_ns
+    mtime = (out / "runs" / "toy" / "kmat" / SETTING / "seed1" / "result.json").stat().st_mtime_ns
     code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat")
     assert code == 0 and "4 already done" in capsys.readouterr().out
-    assert (out / "runs" / "toy" / "kmat" / "seed1" / "result.json").stat().st_mtime_ns == mtime
+    assert (out / "runs" / "toy" / "kmat" / SETTING / "seed1" / "result.json").stat().st_mtime_ns == mtime
     assert (out / "table2.md").read_text() == table
     assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
     assert (out / "table2.md").read_text() == table
@@ -69,7 +71,7 @@ def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tm
         "--dry-run",
     )
     assert (
-        code == 0 and "pending  toy/kmat/seed1" in capsys.readouterr().out
+        code == 0 and f"pending  toy/kmat/{SETTING}/seed1" in capsys.readouterr().out
     )  # fp32 runs do not count for bf16
 
 
@@ -86,13 +88,13 @@ def test_interrupted_grid_resumes(tiny_model_dir, toy_task_master, tmp_path, mon
 
     monkeypatch.setattr(reproduce_mod, "run", dying_run)
     assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat") == 130
-    assert (out / "runs/toy/kmat/seed1/result.json").is_file()
-    assert not (out / "runs/toy/kmat/seed2/result.json").exists()
+    assert (out / f"runs/toy/kmat/{SETTING}/seed1/result.json").is_file()
+    assert not (out / f"runs/toy/kmat/{SETTING}/seed2/result.json").exists()
     monkeypatch.setattr(reproduce_mod, "run", real_run)
     assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat") == 0
     text = capsys.readouterr().out
     assert "1 run(s) finished, 1 already done" in text
-    assert (out / "runs/toy/kmat/seed2/result.json").is_file()
+    assert (out / f"runs/toy/kmat/{SETTING}/seed2/result.json").is_file()
 
 
 def test_failed_run_is_recorded_and_the_grid_goes_on(
@@ -109,9 +111,9 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(
     monkeypatch.setattr(reproduce_mod, "run", flaky)
     code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat")
     assert code == 1
-    err = json.loads((out / "runs/toy/kmat/seed1/error.json").read_text())
+    err = json.loads((out / f"runs/toy/kmat/{SETTING}/seed1/error.json").read_text())
     assert "boom on seed 1" in err["error"] and "Traceback" in err["traceback"]
-    assert (out / "runs/toy/kmat/seed2/result.json").is_file()
+    assert (out / f"runs/toy/kmat/{SETTING}/seed2/result.json").is_file()
     assert "boom on seed 1" in capsys.readouterr().err
 
 
@@ -160,7 +162,7 @@ def test_table3_prints_eight_rows_with_relative_improvement(
 
 
 def _fake_result(out, task, label, seed, hi, lo, classes=("a", "b")):
-    d = out / "runs" / task / label / f"seed{seed}"
+    d = out / "runs" / task / label / "16shot" / f"seed{seed}"
     d.mkdir(parents=True)
     h = {k: 2 * hi[k] * lo[k] / (hi[k] + lo[k]) for k in hi}
     res = {
@@ -205,7 +207,8 @@ def test_figures_and_paper_table(tmp_path):
     _fake_result(
         tmp_path, "skin1", "kmat", 1, {"acc": 50.0, "macro_f1": 46.0}, {"acc": 50.0, "macro_f1": 45.0}
     )
-    paths = make_figures(tmp_path, aggregate(collect(tmp_path)))
+    rows = collect(tmp_path)
+    paths = make_figures(tmp_path, aggregate(rows), rows)
     assert [p.name for p in paths] == ["per_class_low_skin1.png"]
     assert paths[0].stat().st_size > 1000
     paper = paper_table2_markdown(["skin1", "skin2", "chest", "breast"])

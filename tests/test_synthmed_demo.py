@@ -96,7 +96,7 @@ def test_quick_demo_on_tiny_sizes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| Dataset | | BiomedCLIP | CoOp | KgCoOp | CoCoOp | BiomedCoOp | K-MaT |" in printed
     assert (out / "table2.md").is_file() and not (out / "table3.md").exists()
-    runs = list((out / "runs" / "synthmed").glob("*/seed1/result.json"))
+    runs = list((out / "runs" / "synthmed").glob("*/*/seed1/result.json"))
     assert len(runs) == 6
 
 

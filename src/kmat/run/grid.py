@@ -133,8 +133,19 @@ def run_grid(
             continue
         if dry_run:
             report.pending.append(name)
+            note = (
+                "; its folder holds a run of another configuration, replaced only with overwrite"
+                if RunLayout.of(run_dir).exists() and not settings.overwrite
+                else ""
+            )
             log.info(
-                "[%d/%d] pending  %s  (method %s, options %s)", i, n, name, spec.method, spec.options or "{}"
+                "[%d/%d] pending  %s  (method %s, options %s%s)",
+                i,
+                n,
+                name,
+                spec.method,
+                spec.options or "{}",
+                note,
             )
             continue
         if backbone is None:
