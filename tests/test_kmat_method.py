@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from kmat.data.task import TaskError, load_task
+from kmat.errors import ConfigError
 from kmat.methods import available_methods, get_method
 from kmat.methods.base import MethodContext
-from kmat.errors import ConfigError
 from kmat.methods.config import resolve_config
 from kmat.methods.kmat import KMaTConfig, anchor_loss
 from kmat.ot import fgw_loss

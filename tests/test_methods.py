@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from kmat.methods import available_methods, get_method
 from kmat.methods.base import MethodContext
-from kmat.methods.config import resolve_config
 from kmat.methods.biomedcoop import kd_loss, prune_descriptions, sccm_loss
+from kmat.methods.config import resolve_config
 
 
 def make(name, backbone, task, **kw):

@@ -71,6 +71,8 @@ class BiomedCoOp(SharedPromptMethod[BiomedCoOpConfig]):
     name = "biomedcoop"
     Config = BiomedCoOpConfig
     text_dropout = True
+    bank: Tensor  # (C, K, D) normalised description embeddings (a buffer)
+    t_bar: Tensor  # (C, D) SCCM target (a buffer)
     task_overrides = {
         "busi": {"lambda_S": 0.75, "lambda_K": 0.75, "tau": 1.5}
     }  # published config when training on BUSI

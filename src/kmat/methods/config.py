@@ -18,7 +18,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin
 
 from kmat.errors import ConfigError
 
@@ -175,6 +175,9 @@ class Options:
         return dataclasses.asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
 
 
+C = TypeVar("C", bound="MethodConfig")
+
+
 @dataclass
 class MethodConfig(Options):
     """The training recipe every method has (the one loop of :mod:`kmat.engine`).
@@ -195,12 +198,18 @@ class MethodConfig(Options):
     )
 
 
-def resolve_config(cls: type[MethodConfig], overrides: dict[str, Any]) -> MethodConfig:
-    """``cls`` with the given (non-None) overrides; an unknown name is a :class:`ConfigError`."""
+def resolve_config(cls: type[C], overrides: dict[str, Any]) -> C:
+    """``cls`` with the given overrides; an unknown name is a :class:`ConfigError`.
+
+    ``None`` sets a field that admits it (``init_words=None``) and means "not given" for the others.
+    """
     known = options_of(cls)
     unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
     if unknown:
         raise ConfigError(
             f"{cls.__name__} has no option(s) {unknown}; its options: {sorted(known)}", field=unknown[0]
         )
-    return cls(**{k: v for k, v in overrides.items() if v is not None})
+    given = {
+        k: v for k, v in overrides.items() if k in known and (v is not None or _is_optional(known[k].type))
+    }
+    return cls(**given)

@@ -14,6 +14,7 @@ classified with ``t^H``, a low-end image with ``t^L``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ from torch import Tensor
 from kmat.methods import register
 from kmat.methods.base import Method, MethodContext, cross_entropy
 from kmat.methods.config import MethodConfig, option
-from kmat.ot import fgw_loss
+from kmat.ot import Metric, fgw_loss
 from kmat.prompts import FactorisedPrompt
 
 
@@ -105,7 +106,7 @@ class KMaT(Method[KMaTConfig]):
                 alpha=self.cfg.alpha,
                 epsilon=self.cfg.epsilon,
                 max_iter=self.cfg.sinkhorn_max_iter,
-                metric=self.cfg.fgw_metric,
+                metric=cast(Metric, self.cfg.fgw_metric),  # checked against Metric's choices
                 outer_max_iter=self.cfg.fgw_outer_max_iter,
             )
             total = total + self.cfg.lambda_fgw * l_fgw

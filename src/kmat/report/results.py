@@ -12,6 +12,7 @@ import logging
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from kmat.errors import CheckpointError, KmatError
 from kmat.run.experiments import ABLATION_ROWS, PAPER_TASKS, TABLE2_METHODS, TASK_DISPLAY
@@ -36,7 +37,8 @@ def collect(out: str | Path) -> list[dict]:
     for task, label, setting, layout in iter_grid_runs(out):
         try:
             res = read_result(layout.result)
-            metrics = {f"{role}_{m}": res["metrics"][role][m] for role, m in METRIC_KEYS}
+            block: dict[str, Any] = dict(res["metrics"])
+            metrics = {f"{role}_{m}": block[role][m] for role, m in METRIC_KEYS}
         except (CheckpointError, KeyError, TypeError) as err:
             log.warning("skipped %s: %s", layout.result, err)
             continue
