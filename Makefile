@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kmat-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
-	$(VENV)/bin/ruff check src tests
+	$(MAKE) --no-print-directory lint
 
+# style, formatting, types and the import layers (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter])
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+
+# the suite without the end-to-end tests marked slow
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) kmat-demo .pytest_cache

@@ -21,6 +21,7 @@ def _kmat(*args, env_extra=None, timeout=300):
     )
 
 
+@pytest.mark.slow
 def test_train_end_to_end_subprocess(tiny_model_dir, toy_task_master, tmp_path):
     out = tmp_path / "run"
     proc = _kmat(

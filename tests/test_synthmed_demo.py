@@ -71,6 +71,7 @@ def test_demo_backbone_loads_through_local_dir(tiny_demo_backbone):
     assert bb.token_ids("malignant lesion sonogram")[:2] != [bb._hf_tok.unk_token_id] * 2
 
 
+@pytest.mark.slow
 def test_quick_demo_on_tiny_sizes(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(
