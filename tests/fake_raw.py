@@ -1,4 +1,4 @@
-"""Tiny fake raw downloads with the real datasets' layouts and quirks (DATASETS.md), for the
+"""Tiny fake raw downloads with the real datasets' layouts and quirks (docs/datasets.md), for the
 preparer tests. Images are 16x16 and written with PIL; everything is deterministic."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reference checks of every baseline on hand-made inputs (METHODS.md)."""
+"""Reference checks of every baseline on hand-made inputs (docs/methods.md)."""
 
 import pytest
 import torch

@@ -7,7 +7,7 @@ A backbone is loaded from a spec string:
 - ``local-dir:PATH``: an open_clip model folder (``open_clip_config.json`` + weights + tokenizer).
 
 It is frozen (``requires_grad=False``, ``eval()`` pinned). Besides encoding images and token ids,
-it encodes *prompts given as word embeddings* (METHODS.md, "Prompt injection"): the learnable
+it encodes *prompts given as word embeddings* (docs/methods.md, "Prompt injection"): the learnable
 context is spliced right after ``[CLS]`` in the raw word-embedding space of the text tower, and the
 text transformer runs on ``inputs_embeds`` with the attention mask of the real tokens, then the
 CLS pooler and the projection. Padding beyond the longest real prompt is cut off.

@@ -1,6 +1,6 @@
 """The one training loop for every method, and checkpoints of the learnable parameters.
 
-Recipe (METHODS.md, "Shared training recipe"): SGD (momentum 0.9, weight decay 5e-4); the first
+Recipe (docs/methods.md, "Shared training recipe"): SGD (momentum 0.9, weight decay 5e-4); the first
 ``warmup_epochs`` at a constant ``warmup_lr`` (1e-5), then cosine from the base lr over the
 remaining epochs, stepped once per epoch::
 

@@ -110,7 +110,7 @@ class SharedContextPrompt(nn.Module):
 
 
 class FactorisedPrompt(nn.Module):
-    """K-MaT's factorised prompt for class i and modality m (METHODS.md, "K-MaT"):
+    """K-MaT's factorised prompt for class i and modality m (docs/methods.md, "K-MaT"):
 
     ``P_i^m = [CLS] [V_shared]x n [V^m]x n (if MSC) [V_i^m]x n (if CSC) tokens("{classname} {modality}.") [SEP]``
 

@@ -1,4 +1,4 @@
-"""Deterministic, group-aware, nested K-shot subsets (METHODS.md and DATASETS.md section 6).
+"""Deterministic, group-aware, nested K-shot subsets (docs/methods.md and docs/datasets.md).
 
 For each class (in task order), its groups (``group_id``: patient, lesion, scan; the image itself
 when absent) are sorted and permuted by a generator seeded from

@@ -1,4 +1,4 @@
-"""Image loading and the two preprocessing pipelines (METHODS.md, "Shared training recipe").
+"""Image loading and the two preprocessing pipelines (docs/methods.md, "Shared training recipe").
 
 - test: resize the shorter side to the backbone's size (bicubic), centre crop, CLIP-normalise;
 - train: RandomResizedCrop(size, scale 0.08-1, ratio 3/4-4/3, bicubic), no flip, normalise.

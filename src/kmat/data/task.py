@@ -1,4 +1,4 @@
-"""Cross-modal tasks in the manifest format of DATASETS.md section 5.
+"""Cross-modal tasks in the manifest format of docs/datasets.md.
 
 A task folder holds::
 

@@ -1,4 +1,4 @@
-"""BiomedCoOp (Koleilat et al., CVPR 2025) on BiomedCLIP (METHODS.md, "BiomedCoOp").
+"""BiomedCoOp (Koleilat et al., CVPR 2025) on BiomedCLIP (docs/methods.md, "BiomedCoOp").
 
 CoOp prompts plus LLM-description knowledge:
 

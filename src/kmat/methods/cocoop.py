@@ -1,4 +1,4 @@
-"""CoCoOp (Zhou et al., CVPR 2022) on BiomedCLIP (METHODS.md, "CoCoOp").
+"""CoCoOp (Zhou et al., CVPR 2022) on BiomedCLIP (docs/methods.md, "CoCoOp").
 
 A meta-net ``Linear(D -> D/16) -> ReLU -> Linear(D/16 -> width)`` maps the normalised image
 feature ``f`` to a shift ``pi(f)`` added to every context vector, so each image has its own C

@@ -1,4 +1,4 @@
-"""CoOp (Zhou et al., IJCV 2022) on BiomedCLIP (METHODS.md, "CoOp").
+"""CoOp (Zhou et al., IJCV 2022) on BiomedCLIP (docs/methods.md, "CoOp").
 
 Prompt ``[CLS] V_1..V_4 {classname}. [SEP]`` with one context shared by all classes, initialised
 from the word embeddings of "a photo of a". Loss ``L_CE = CE(s * f . t, y)``. The same prompts

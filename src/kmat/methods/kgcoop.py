@@ -1,4 +1,4 @@
-"""KgCoOp (Yao et al., CVPR 2023) on BiomedCLIP (METHODS.md, "KgCoOp").
+"""KgCoOp (Yao et al., CVPR 2023) on BiomedCLIP (docs/methods.md, "KgCoOp").
 
 ``L = CE(s * f . t, y) + W * (1 - mean_c cos(t_c, t_c^zs))`` with ``t_c^zs`` the frozen zero-shot
 embedding of "a photo of a {classname}.". CoOp prompts; W = 0 is exactly CoOp.

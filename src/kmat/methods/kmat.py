@@ -1,4 +1,4 @@
-"""K-MaT: Knowledge-Anchored Manifold Transport (Zeng & Albarqouni; METHODS.md, "K-MaT").
+"""K-MaT: Knowledge-Anchored Manifold Transport (Zeng & Albarqouni; docs/methods.md, "K-MaT").
 
 ``L = L_CE + lambda_1 * L_anchor + lambda_2 * L_FGW`` with
 

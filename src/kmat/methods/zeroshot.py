@@ -1,4 +1,4 @@
-"""Zero-shot BiomedCLIP (METHODS.md, "Zero-shot BiomedCLIP"): nothing is learned.
+"""Zero-shot BiomedCLIP (docs/methods.md, "Zero-shot BiomedCLIP"): nothing is learned.
 
 - ``zeroshot``: ``t_c = norm(encode_text("a photo of a {classname}."))``, the same for both modalities.
 - ``zeroshot_desc`` (choice, reported separately): ``t_c^m = norm(mean_k norm(g(d_{c,k}^m)))``, the

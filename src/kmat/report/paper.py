@@ -3,7 +3,7 @@
 Source: the paper's Table 2 (accuracy and macro-F1 in %, "acc (F1)", mean of 3 seeds, 16 shots)
 and Table 3 (ablation, averaged over the four tasks). Transcribed from `paper/` as printed; note
 that a few printed cells are internally inconsistent (Skin I BiomedCLIP H = 37.9 exceeds both Hi
-and Lo; the BiomedCLIP Avg. row repeats Skin I), see METHODS.md.
+and Lo; the BiomedCLIP Avg. row repeats Skin I), see docs/methods.md.
 """
 
 from __future__ import annotations

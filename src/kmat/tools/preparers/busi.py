@@ -1,4 +1,4 @@
-"""BUSI: the ultrasound (low-end) modality of task breast (DATASETS.md section 3b).
+"""BUSI: the ultrasound (low-end) modality of task breast (docs/datasets.md).
 
 ``Dataset_BUSI_with_GT/{benign,malignant,normal}/*.png`` (BiomedCoOp's renamed folders
 ``benign_tumor`` etc. are accepted too); masks (``*_mask*``) are skipped. The split is either

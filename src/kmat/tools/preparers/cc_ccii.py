@@ -1,4 +1,4 @@
-"""CC-CCII (CNCB 2019nCoVR): the CT (high-end) modality of task chest (DATASETS.md section 4a).
+"""CC-CCII (CNCB 2019nCoVR): the CT (high-end) modality of task chest (docs/datasets.md).
 
 Slices live in ``{NCP,CP,Normal}/<patient>/<scan>/<slice>`` (also nested one level down when each
 zip was extracted into its own folder, e.g. ``COVID19-1/NCP/...``). Which slices to keep is a

@@ -1,5 +1,5 @@
 """Kaggle "Chest X-ray (Covid-19 & Pneumonia)" (prashant268): the X-ray (low-end) modality of task
-chest (DATASETS.md section 4b).
+chest (docs/datasets.md).
 
 ``Data/{train,test}/{COVID19,NORMAL,PNEUMONIA}/*`` (extensions mixed, any case). By default the
 Kaggle train and test folders are pooled and re-split, stratified, with the paper's per-split

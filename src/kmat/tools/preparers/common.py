@@ -21,7 +21,7 @@ IMAGE_EXTS = frozenset(IMAGE_SUFFIXES)
 
 @dataclass
 class Row:
-    """One manifest row (DATASETS.md section 5.1); ``split`` is filled in by the splitter."""
+    """One manifest row (docs/datasets.md); ``split`` is filled in by the splitter."""
 
     path: str
     label: str

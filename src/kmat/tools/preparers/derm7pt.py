@@ -1,6 +1,6 @@
 """Derm7pt (``release_v0``): task skin2, dermoscopy (``derm``) and clinical (``clinic``) images of
 the same 1,011 cases, the official 5-class grouping and the official split index files
-(DATASETS.md section 2). ``group_id = pair_id = case_num``; paths are ``images/<meta.csv value>``
+(docs/datasets.md). ``group_id = pair_id = case_num``; paths are ``images/<meta.csv value>``
 resolved case-insensitively (the release mixes ``.JPG`` and ``.jpg``)."""
 
 from __future__ import annotations

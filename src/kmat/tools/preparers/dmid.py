@@ -1,4 +1,4 @@
-"""DMID: the mammography (high-end) modality of task breast (DATASETS.md section 3a).
+"""DMID: the mammography (high-end) modality of task breast (docs/datasets.md).
 
 ``Metadata.xlsx`` has about 30 legend rows before a header-less table whose columns are
 ``patientID, view, density, class, classification, x, y, radius``; an image with several lesions

@@ -1,5 +1,5 @@
 """MRA-MIDAS: task skin1, dermoscopy (``midas_distance == "dscope"``) and clinical photographs
-taken at 15 cm (``"6in"``), labels from ``midas_path`` (DATASETS.md section 1).
+taken at 15 cm (``"6in"``), labels from ``midas_path`` (docs/datasets.md).
 
 Controls and rows without ``midas_path`` are dropped; pathologies outside the class set are dropped
 and counted; a ``midas_path`` outside the known vocabulary is an error (``drop_unknown_labels``
