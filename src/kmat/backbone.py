@@ -377,11 +377,22 @@ def local_text_config(folder: Path) -> dict | None:
     return text_cfg
 
 
+WEIGHT_PATTERNS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "*.safetensors", "*.bin", "*.pth")
+
+
+def find_weights(folder: Path) -> Path | None:
+    """The weights file of an open_clip model folder (open_clip's own names first), or None."""
+    for pattern in WEIGHT_PATTERNS:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
     """Load and freeze a backbone from a spec string (see module docstring)."""
     import open_clip
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-    from open_clip.factory import _find_checkpoint_in_dir
 
     name = resolve_spec(spec)
     kwargs: dict = {}
@@ -394,7 +405,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         override = local_text_config(folder)
         if override is not None:
             kwargs["text_cfg"] = override
-        checkpoint = _find_checkpoint_in_dir(folder)
+        checkpoint = find_weights(folder)
         if checkpoint is None:
             raise BackboneError(f"{folder}: no weights file (*.safetensors, *.bin, *.pth) found")
     # Without a reachable hub, load from the local cache only: fail in seconds, not after retries.
@@ -423,5 +434,5 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         image_size=size,
         mean=tuple(pcfg.get("mean", OPENAI_DATASET_MEAN)),
         std=tuple(pcfg.get("std", OPENAI_DATASET_STD)),
-        checkpoint=checkpoint,
+        checkpoint=str(checkpoint) if checkpoint is not None else None,
     )

@@ -94,11 +94,11 @@ class SharedContextPrompt(nn.Module):
         else:
             ctx = torch.randn(n_ctx, backbone.embed_width) * init_std
         self.ctx = nn.Parameter(ctx.to(backbone.device))
-        self.backbone = [backbone]  # not a sub-module: the backbone's weights are not ours
+        self.backbone = backbone  # a plain object, not an nn.Module: its weights are not ours
 
     def forward(self, ctx_shift: Tensor | None = None) -> Tensor:
         """Normalised class embeddings (C, D); with ``ctx_shift`` (B, width): per-image (B, C, D)."""
-        bb = self.backbone[0]
+        bb = self.backbone
         n_cls = self.suffixes.suffix_embed.shape[0]
         if ctx_shift is None:
             ctx = self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
@@ -147,7 +147,7 @@ class FactorisedPrompt(nn.Module):
             self.class_ctx = None
         suffixes = [template.format(classname=c, modality=m) for m in modality_names for c in classnames]
         self.suffixes = PromptSuffixes(backbone, suffixes)
-        self.backbone = [backbone]
+        self.backbone = backbone
 
     def context(self) -> Tensor:
         """The assembled context of every prompt, (n_mod * C, n_tokens, width), modality-major."""
@@ -163,5 +163,5 @@ class FactorisedPrompt(nn.Module):
 
     def forward(self) -> Tensor:
         """Normalised prompt embeddings ``t`` of shape (n_mod, C, D): ``t[m, i] = norm(g(P_i^m))``."""
-        t = self.backbone[0].encode_prompts(*self.suffixes(self.context()))
+        t = self.backbone.encode_prompts(*self.suffixes(self.context()))
         return t.view(self.n_mod, self.n_cls, -1)
