@@ -377,7 +377,13 @@ def local_text_config(folder: Path) -> dict | None:
     return text_cfg
 
 
-WEIGHT_PATTERNS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "*.safetensors", "*.bin", "*.pth")
+WEIGHT_PATTERNS = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "*.safetensors",
+    "*.bin",
+    "*.pth",
+)
 
 
 def find_weights(folder: Path) -> Path | None:

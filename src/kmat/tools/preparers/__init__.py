@@ -18,33 +18,37 @@ manifest whose content changed; default False).
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 from kmat.data.definitions import load_definition, task_names
 from kmat.tools.preparers.base import COMMON_OPTIONS, Preparer, run
-from kmat.tools.preparers.busi import BusiPreparer
-from kmat.tools.preparers.cc_ccii import CcCciiPreparer
-from kmat.tools.preparers.chestxray import ChestXrayPreparer
 from kmat.tools.preparers.common import PrepareError, Problem
-from kmat.tools.preparers.derm7pt import Derm7ptPreparer
-from kmat.tools.preparers.dmid import DmidPreparer
-from kmat.tools.preparers.imagefolder import ImageFolderPreparer
 from kmat.tools.preparers.listing import ModalityStatus, TaskStatus, format_task_list, list_tasks
-from kmat.tools.preparers.midas import MidasPreparer
 from kmat.tools.preparers.report import ModalityReport, PrepareReport
 
-PREPARERS: dict[str, Preparer] = {
-    p.name: p
-    for p in (
-        Derm7ptPreparer(),
-        MidasPreparer(),
-        DmidPreparer(),
-        BusiPreparer(),
-        CcCciiPreparer(),
-        ChestXrayPreparer(),
-        ImageFolderPreparer(),
-    )
-}
+_ORDER = ("derm7pt", "midas", "dmid", "busi", "cc_ccii", "chestxray", "imagefolder")  # listing order
+
+
+def _discover() -> dict[str, Preparer]:
+    """Every :class:`Preparer` subclass with a ``name`` in this package's modules: a dataset is one
+    module here, with no list to edit."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    found: dict[str, Preparer] = {}
+    stack = list(Preparer.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.name:
+            found[cls.name] = cls()
+    ordered = [n for n in _ORDER if n in found] + sorted(n for n in found if n not in _ORDER)
+    return {n: found[n] for n in ordered}
+
+
+PREPARERS: dict[str, Preparer] = _discover()
+
 ALIASES = {
     "cxr_prashant268": "chestxray",
     "cxr": "chestxray",
