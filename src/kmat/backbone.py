@@ -80,7 +80,7 @@ def _offline_help(name: str, err: BaseException) -> str:
         f"  huggingface-cli download {hub_id} --local-dir DIR\n"
         "  huggingface-cli download microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract "
         "config.json vocab.txt tokenizer_config.json --local-dir DIR\n"
-        "then pass --backbone local-dir:DIR (or set HF_HUB_OFFLINE=1 with a populated Hugging Face cache)."
+        "then use the backbone local-dir:DIR (or set HF_HUB_OFFLINE=1 with a populated Hugging Face cache)."
     )
 
 

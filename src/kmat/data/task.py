@@ -236,6 +236,7 @@ def resolve_task(task: str, data_root: str | Path | None = None) -> Path:
             f"folder){_prepare_hint(task)}"
         )
     raise TaskError(
-        f"task {task!r} is not a folder; pass a task folder or set --data-root / KMAT_DATA"
-        f"{_prepare_hint(task)}"
+        f"task {task!r} is not a folder, and no data root is set (KMAT_DATA) to look it up in"
+        f"{_prepare_hint(task)}",
+        field="data_root",
     )

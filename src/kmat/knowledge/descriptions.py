@@ -62,7 +62,7 @@ def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, lis
         raise TaskError(
             f"{task.folder}: no descriptions.json (and none shipped for task {task.name!r}); the anchor "
             "term needs {modality: {class: [sentences]}} for both modalities. Add the file, or turn the "
-            "anchor off (--lambda-anchor 0)"
+            "anchor off (lambda_anchor = 0)"
         )
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -28,15 +28,19 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        raise DeviceError(
+            f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps", field="device"
+        ) from None
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+        raise DeviceError(
+            f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps", field="device"
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda requested but no CUDA device is available")
+        raise DeviceError("device cuda requested but no CUDA device is available", field="device")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise DeviceError(
-            f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)"
+            f"device {device}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)"
         )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps requested but MPS is not available")
+        raise DeviceError("device mps requested but MPS is not available", field="device")
     return dev
