@@ -28,8 +28,21 @@ def test_recipe_warmup_then_cosine():
     r = CoOpConfig(epochs=5, batch_size=4, lr=0.002)
     assert lr_at(r, 0) == 1e-5
     assert lr_at(r, 1) == pytest.approx(0.002)
-    assert lr_at(r, 3) == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
-    assert lr_at(r, 4) < lr_at(r, 3)
+    # Dassl: CosineAnnealingLR(T_max = E) behind one warm-up epoch: the denominator is E, not E - w
+    for e in range(1, 5):
+        assert lr_at(r, e) == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * (e - 1) / 5)), rel=1e-12)
+    assert lr_at(r, 4) > 0.002 * 0.05  # never near 0: 0.5 * (1 + cos(0.6 pi)) = 0.345
+
+
+def test_cocoop_schedule_matches_the_official_scheduler():
+    """CoCoOp's 10 epochs, measured on the official (Dassl) scheduler: lr / base after warm-up."""
+    from kmat.methods.cocoop import CoCoOpConfig
+
+    r = CoCoOpConfig()
+    assert (r.epochs, r.lr, r.warmup_epochs) == (10, 0.001, 1)
+    want = [1e-5] + [0.001 * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(9)]
+    assert [lr_at(r, e) for e in range(10)] == pytest.approx(want, rel=1e-12)
+    assert lr_at(r, 9) == pytest.approx(0.001 * 0.0955, rel=1e-2)  # the last epoch: 9.5 % of the base lr
 
 
 def test_only_prompt_parameters_change(backbone, toy_task_master, tmp_path):

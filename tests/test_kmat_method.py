@@ -52,9 +52,15 @@ def test_switches_remove_their_terms(backbone, loaded_toy_task):
     feats = torch.nn.functional.normalize(torch.randn(3, backbone.output_dim), dim=-1)
     labels = torch.tensor([0, 1, 2])
     terms = _method(backbone, loaded_toy_task, anchor=False, fgw=False).loss(feats, labels)
-    assert set(terms) == {"ce", "total"}
+    assert set(terms) == {"ce", "total", "dist_hl"}  # dist_hl: a diagnostic, always reported
     terms = _method(backbone, loaded_toy_task, lambda_fgw=0.0).loss(feats, labels)
-    assert set(terms) == {"ce", "anchor", "total"}
+    assert set(terms) == {"ce", "anchor", "total", "dist_hl"}
+    terms = _method(backbone, loaded_toy_task).loss(feats, labels)
+    fgw_keys = {"fgw", "fgw_feature", "fgw_structure", "fgw_plan_diag", "fgw_plan_entropy"}
+    assert set(terms) == {"ce", "anchor", "total", "dist_hl"} | fgw_keys
+    assert all(not terms[k].requires_grad for k in fgw_keys - {"fgw"} | {"dist_hl"})
+    t = _method(backbone, loaded_toy_task).prompt()
+    assert terms["dist_hl"].item() == pytest.approx((t[0] - t[1]).norm(dim=-1).mean().item(), rel=1e-5)
 
 
 def test_ce_does_not_touch_low_end_context_but_fgw_does(backbone, loaded_toy_task):

@@ -124,20 +124,60 @@ def test_biomedcoop_loss_equals_formula(backbone, loaded_toy_task, batch):
     assert sccm_loss(t_bar, t_bar).item() == 0 and kd_loss(z, z).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_per_task_overrides_apply_and_user_options_win(backbone, loaded_toy_task, tmp_path):
+RECIPES = {  # method: (epochs, batch_size, lr), the published BiomedCLIP recipes (docs/methods.md)
+    "zeroshot": (0, 1, 0.0),
+    "zeroshot_desc": (0, 1, 0.0),
+    "coop": (100, 32, 0.002),
+    "cocoop": (10, 1, 0.001),
+    "kgcoop": (100, 128, 0.002),
+    "biomedcoop": (100, 4, 0.0025),
+    "kmat": (50, 4, 0.0025),
+}
+# per paper task (by its high-end dataset): the published values that apply, from the official
+# BiomedCLIP configs of the nearest counterpart (skin: DermaMNIST; chest CT: COVID; breast: defaults)
+PER_TASK = {
+    "skin1": {"kgcoop": {"W": 8.0}, "biomedcoop": {"lambda_S": 5.0, "lambda_K": 20.0, "tau": 1.5}},
+    "skin2": {"kgcoop": {"W": 8.0}, "biomedcoop": {"lambda_S": 5.0, "lambda_K": 20.0, "tau": 1.5}},
+    "chest": {"kgcoop": {"W": 1.0}, "biomedcoop": {"lambda_S": 0.5, "lambda_K": 2.0, "tau": 1.5}},
+    "breast": {"kgcoop": {"W": 1.0}, "biomedcoop": {"lambda_S": 1.0, "lambda_K": 1.0, "tau": 1.5}},
+    "synthmed": {"kgcoop": {"W": 1.0}, "biomedcoop": {"lambda_S": 1.0, "lambda_K": 1.0, "tau": 1.5}},
+}
+
+
+@pytest.mark.parametrize("task_name", sorted(PER_TASK))
+@pytest.mark.parametrize("method", sorted(RECIPES))
+def test_recipe_values_per_task_and_method_are_pinned(method, task_name, loaded_toy_task):
+    """A silent change of a published value fails here (change the table with the source)."""
+    from kmat.data.definitions import load_definition, task_names
     from kmat.run.config import RunConfig
-    from kmat.run.runner import build_method
+    from kmat.run.runner import published_defaults_record, resolve_method_config
 
     task = loaded_toy_task
     dataset = task.high.dataset
     try:
-        task.high.dataset = "busi"  # the published overrides are for training on BUSI
-        m = build_method(RunConfig(task="x", out=str(tmp_path), method="biomedcoop"), task, backbone)
-        assert (m.cfg.lambda_S, m.cfg.lambda_K, m.cfg.tau) == (0.75, 0.75, 1.5)
-        cfg = RunConfig(task="x", out=str(tmp_path), method="kgcoop")
-        assert build_method(cfg, task, backbone).cfg.W == 10.0
-        cfg.options = {"W": 3.0}
-        assert build_method(cfg, task, backbone).cfg.W == 3.0
+        task.high.dataset = (
+            load_definition(task_name)["high_end"]["dataset"] if task_name in task_names() else "x"
+        )
+        cfg = RunConfig(task="x", out="o", method=method)
+        mc = resolve_method_config(cfg, task)
+        assert (mc.epochs, mc.batch_size, mc.lr) == RECIPES[method]
+        assert (mc.momentum, mc.weight_decay, mc.warmup_epochs, mc.warmup_lr) == (0.9, 5e-4, 1, 1e-5)
+        for k, v in PER_TASK[task_name].get(method, {}).items():
+            assert getattr(mc, k) == v, (method, task_name, k)
+        if method == "kmat":
+            assert (mc.alpha, mc.epsilon, mc.lambda_anchor, mc.lambda_fgw) == (0.9, 0.1, 1.0, 1.0)
+        record = published_defaults_record(cfg, task)
+        if task_name in ("skin1", "skin2", "chest") and method in ("kgcoop", "biomedcoop"):
+            assert (
+                record is not None and ("DermaMNIST" if task_name != "chest" else "COVID") in record["source"]
+            )
+        else:
+            assert record is None
+        cfg.options = {"W": 3.0} if method == "kgcoop" else {}
+        if method == "kgcoop":  # the user's option wins, and the record says so
+            assert resolve_method_config(cfg, task).W == 3.0
+            if record is not None:
+                assert published_defaults_record(cfg, task)["overridden_by_user"] == ["W"]
     finally:
         task.high.dataset = dataset
 

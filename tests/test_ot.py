@@ -29,18 +29,54 @@ def test_alpha_zero_is_entropic_ot_cost_of_features():
     assert abs(loss.item() - float((M * T_ot).sum())) < 1e-5
 
 
-def test_agrees_with_pot_entropic_fgw():
+@pytest.mark.parametrize("alpha", [0.1, 0.9])  # both readings of the paper's trade-off
+def test_agrees_with_pot_entropic_fgw(alpha):
     x, y = _emb(6, seed=5), _emb(6, seed=6)
-    loss, T = fgw_loss(x, y, alpha=0.1, epsilon=0.1, return_coupling=True)
+    loss, T = fgw_loss(x, y, alpha=alpha, epsilon=0.1, return_coupling=True)
     M = pairwise_cost(x, y).double().numpy()
     C1 = pairwise_cost(x, x).double().numpy()
     C2 = pairwise_cost(y, y).double().numpy()
     p = np.full(6, 1 / 6)
     T_pot, log = ot.gromov.entropic_fused_gromov_wasserstein(
-        M, C1, C2, p, p, loss_fun="square_loss", epsilon=0.1, alpha=0.1, log=True, numItermax=100
+        M, C1, C2, p, p, loss_fun="square_loss", epsilon=0.1, alpha=alpha, log=True, numItermax=100
     )
     assert np.abs(T.double().numpy() - T_pot).max() < 1e-6
     assert abs(loss.item() - log["fgw_dist"]) < 1e-5
+    # the weights written out: (1 - alpha) on the feature term, alpha on the structure term
+    gw = sum(
+        (C1[i, j] - C2[k, m]) ** 2 * T_pot[i, k] * T_pot[j, m]
+        for i in range(6)
+        for j in range(6)
+        for k in range(6)
+        for m in range(6)
+    )
+    assert abs(loss.item() - ((1 - alpha) * float((M * T_pot).sum()) + alpha * gw)) < 1e-5
+
+
+def test_default_reads_the_trade_off_as_the_feature_weight():
+    """Default: 0.1 on the Wasserstein feature term, 0.9 on the structure term."""
+    from kmat.methods.kmat import KMaTConfig
+    from kmat.ot import DEFAULT_ALPHA, fgw_terms
+
+    assert DEFAULT_ALPHA == 0.9 and KMaTConfig().alpha == 0.9
+    x, y = _emb(4, seed=21), _emb(4, seed=22)
+    terms = fgw_terms(x, y)
+    assert torch.allclose(terms.loss, 0.1 * terms.feature + 0.9 * terms.structure)
+    diag = terms.diagnostics()
+    assert 0.25 - 1e-9 <= diag["fgw_plan_entropy"].item() * 2 <= 2.0  # between a permutation and uniform
+    assert 0 <= diag["fgw_plan_diag"].item() <= 1
+
+
+def test_plan_diagnostics_of_known_plans():
+    from kmat.ot import FGWTerms
+
+    z = torch.zeros(())
+    uniform = FGWTerms(z, z, z, torch.full((3, 3), 1 / 9)).diagnostics()
+    perm = FGWTerms(z, z, z, torch.eye(3) / 3).diagnostics()
+    assert uniform["fgw_plan_diag"].item() == pytest.approx(1 / 3)
+    assert uniform["fgw_plan_entropy"].item() == pytest.approx(1.0)
+    assert perm["fgw_plan_diag"].item() == pytest.approx(1.0)
+    assert perm["fgw_plan_entropy"].item() == pytest.approx(0.5)
 
 
 def test_objective_matches_quadruple_sum():
@@ -71,7 +107,7 @@ def test_gradient_is_that_of_fixed_coupling_objective():
     """Finite differences of the objective with T* fixed agree with autograd."""
     x = _emb(4, seed=11).double()
     y = _emb(4, seed=12).double().requires_grad_()
-    loss, T = fgw_loss(x, y, return_coupling=True)
+    loss, T = fgw_loss(x, y, alpha=0.1, return_coupling=True)
     loss.backward()
     h = 1e-6
     for idx in [(0, 0), (2, 5), (3, 17)]:

@@ -1,11 +1,14 @@
 """The one training loop for every method, and checkpoints of the learnable parameters.
 
 Recipe (docs/methods.md, "Shared training recipe"): SGD (momentum 0.9, weight decay 5e-4); the first
-``warmup_epochs`` at a constant ``warmup_lr`` (1e-5), then cosine from the base lr over the
-remaining epochs, stepped once per epoch::
+``warmup_epochs`` at a constant ``warmup_lr`` (1e-5), then cosine from the base lr, stepped once per
+epoch, as the official BiomedCLIP trainers schedule it (Dassl's constant warm-up in front of
+``CosineAnnealingLR(T_max=E)``, measured on that scheduler; the lr never reaches 0)::
 
     lr(e) = warmup_lr                                                   for e < w
-    lr(e) = lr * (1 + cos(pi * (e - w) / (E - w))) / 2                  for e >= w
+    lr(e) = lr * (1 + cos(pi * (e - w) / E)) / 2                        for e >= w
+
+with ``E`` all epochs and ``w`` the warm-up epochs.
 
 Steps per epoch ``= max(1, floor(N / batch))`` over a per-epoch permutation seeded by (seed, epoch).
 Image features of epoch ``e`` come from ``train_features(e)`` (view ``e`` of every image).
@@ -34,8 +37,7 @@ def lr_at(recipe: MethodConfig, epoch: int) -> float:
     w = min(recipe.warmup_epochs, recipe.epochs)
     if epoch < w:
         return recipe.warmup_lr
-    span = max(1, recipe.epochs - w)
-    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / span))
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / max(1, recipe.epochs)))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:

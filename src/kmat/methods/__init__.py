@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type[Method[Any]]] = {}
 _DISCOVERED = False
-_NOT_METHODS = ("base", "config")
+_NOT_METHODS = ("base", "config", "published")
 
 
 def register(cls: type[Method[Any]]) -> type[Method[Any]]:

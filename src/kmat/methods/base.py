@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from kmat.backbone import Backbone
 from kmat.data.task import Task
-from kmat.methods.config import MethodConfig
+from kmat.methods.config import MethodConfig, PublishedDefaults
 
 C = TypeVar("C", bound=MethodConfig)
 
@@ -75,8 +75,8 @@ class Method(nn.Module, Generic[C]):
     trains: ClassVar[bool] = True  # False: nothing to learn (zero-shot)
     text_dropout: ClassVar[bool] = False  # True: text tower dropout on while training
     per_image_prompts: ClassVar[bool] = False  # True: prompts depend on the image (no fixed class embeddings)
-    # published per-dataset defaults, keyed by the *training* (high-end) dataset or the task name
-    task_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
+    # published defaults per kind of data, keyed by the *training* (high-end) dataset key
+    task_defaults: ClassVar[dict[str, PublishedDefaults]] = {}
 
     def __init__(self, ctx: MethodContext, cfg: C) -> None:
         super().__init__()

@@ -27,6 +27,7 @@ from kmat.methods import register
 from kmat.methods.base import MethodContext, cross_entropy
 from kmat.methods.config import option
 from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
+from kmat.methods.published import published_task_defaults
 
 
 @dataclass
@@ -73,9 +74,10 @@ class BiomedCoOp(SharedPromptMethod[BiomedCoOpConfig]):
     text_dropout = True
     bank: Tensor  # (C, K, D) normalised description embeddings (a buffer)
     t_bar: Tensor  # (C, D) SCCM target (a buffer)
-    task_overrides = {
-        "busi": {"lambda_S": 0.75, "lambda_K": 0.75, "tau": 1.5}
-    }  # published config when training on BUSI
+    task_defaults = published_task_defaults(
+        dermamnist={"lambda_S": 5.0, "lambda_K": 20.0, "tau": 1.5},
+        covid={"lambda_S": 0.5, "lambda_K": 2.0, "tau": 1.5},
+    )
 
     def __init__(self, ctx: MethodContext, cfg: BiomedCoOpConfig) -> None:
         super().__init__(ctx, cfg)

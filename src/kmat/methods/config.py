@@ -198,6 +198,19 @@ class MethodConfig(Options):
     )
 
 
+@dataclass(frozen=True)
+class PublishedDefaults:
+    """Values a method's authors published for a kind of data, and where they come from.
+
+    A method's ``task_defaults`` maps a high-end dataset key (the dataset the run trains on) to
+    these; they apply over the method's defaults and under the user's options, and every run
+    records which applied (``result.json``: ``config.published_defaults``).
+    """
+
+    values: dict[str, Any]
+    source: str
+
+
 def resolve_config(cls: type[C], overrides: dict[str, Any]) -> C:
     """``cls`` with the given overrides; an unknown name is a :class:`ConfigError`.
 

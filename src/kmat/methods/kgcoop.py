@@ -14,12 +14,17 @@ from kmat.methods import register
 from kmat.methods.base import cross_entropy
 from kmat.methods.config import option
 from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
+from kmat.methods.published import published_task_defaults
 
 
 @dataclass
 class KgCoOpConfig(SharedPromptConfig):
     batch_size: int = 128  # published; the KgCoOp author recommends 32 for few-shot
-    W: float = option(8.0, "weight W of the knowledge-guided term 1 - mean_c cos(t_c, t_c^zs)", min=0)
+    W: float = option(
+        1.0,
+        "weight W of the knowledge-guided term 1 - mean_c cos(t_c, t_c^zs) (official code default)",
+        min=0,
+    )
     zs_template: str = option(
         "a photo of a {classname}.", "hand-written prompt of the zero-shot embeddings t^zs"
     )
@@ -34,7 +39,10 @@ def kg_loss(t: Tensor, t_zs: Tensor) -> Tensor:
 class KgCoOp(SharedPromptMethod[KgCoOpConfig]):
     name = "kgcoop"
     Config = KgCoOpConfig
-    task_overrides = {"busi": {"W": 10.0}}  # published BiomedCLIP config when training on BUSI
+    task_defaults = published_task_defaults(
+        dermamnist={"W": 8.0},
+        covid={"W": 1.0},
+    )
 
     def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``L = CE + W * (1 - mean_c cos(t_c, t_c^zs))``."""

@@ -2,7 +2,10 @@
 
 - ``per_class_low_<task>.png``: per-class accuracy on the low-end modality per method (paper Fig. 2b);
 - ``embeddings_<task>.png``: a 2-D PCA of the high- and low-end class text embeddings of K-MaT
-  with and without L_FGW (paper Fig. 2a; "without" is ablation row 5, CSC+MSC+anchor).
+  with and without L_FGW (paper Fig. 2a; "without" is ablation row 5, CSC+MSC+anchor);
+- ``fgw_<task>.png``: K-MaT's FGW diagnostics per epoch and seed (the plan's mass on matching
+  classes, and the mean distance ``||t_i^H - t_i^L||`` between a class's two prompts), with each
+  seed's low-end accuracy: a low-end classifier collapsing onto the high-end one shows here.
 """
 
 from __future__ import annotations
@@ -92,6 +95,41 @@ def embeddings_2d(rows: list[dict], task: str, path: Path, classes: list[str] | 
     return path
 
 
+def fgw_diagnostics(rows: list[dict], task: str, path: Path, label: str = "kmat") -> Path | None:
+    """K-MaT's FGW diagnostics over epochs, one line per seed (from the runs' histories)."""
+    runs = sorted(
+        (r for r in rows if r["task"] == task and r["label"] == label and r.get("history")),
+        key=lambda r: r["seed"] or 0,
+    )
+    runs = [r for r in runs if any("fgw_plan_diag" in h for h in r["history"])]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    panels = [
+        ("fgw_plan_diag", "plan mass on matching classes\n(1/C: uniform; 1: each class to itself)"),
+        ("dist_hl", "mean ||t_i^H - t_i^L||\n(0: low-end prompts = high-end prompts)"),
+    ]
+    n_classes = len(runs[0]["per_class_low"]) or None
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for r in runs:
+            pts = [(h["epoch"], h[key]) for h in r["history"] if key in h]
+            if pts:
+                e, v = zip(*pts, strict=True)
+                ax.plot(e, v, marker=".", label=f"seed {r['seed']}: Lo {r['low_acc']:.1f}%")
+        if key == "fgw_plan_diag" and n_classes:
+            ax.axhline(1 / n_classes, color="grey", ls=":", lw=1, label="uniform plan")
+            ax.set_ylim(0, 1.05)
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{TASK_DISPLAY.get(task, task)}: K-MaT's FGW alignment during training", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def make_figures(out: str | Path, agg: dict, rows: list[dict]) -> list[Path]:
     """All figures for the tasks present in ``agg`` (``rows``: the runs behind it, from
     :func:`kmat.report.results.collect`); returns the written paths."""
@@ -104,6 +142,7 @@ def make_figures(out: str | Path, agg: dict, rows: list[dict]) -> list[Path]:
         for p in (
             per_class_low(agg, task, fig_dir / f"per_class_low_{task}.png"),
             embeddings_2d(rows, task, fig_dir / f"embeddings_{task}.png", classes),
+            fgw_diagnostics(rows, task, fig_dir / f"fgw_{task}.png"),
         ):
             if p is not None:
                 written.append(p)

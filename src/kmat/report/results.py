@@ -56,6 +56,7 @@ def collect(out: str | Path) -> list[dict]:
             **metrics,
         }
         row["per_class_low"] = res.get("per_class", {}).get("low", {})
+        row["history"] = res.get("history", [])
         rows.append(row)
     settings: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:

@@ -72,8 +72,17 @@ def versions() -> dict[str, str]:
 def resolve_method_config(cfg: RunConfig, task: Task) -> MethodConfig:
     """The method's config for this run: its defaults, its published per-task values, then ``cfg.options``."""
     cls = get_method(cfg.method)
-    published = {**cls.task_overrides.get(task.name, {}), **cls.task_overrides.get(task.high.dataset, {})}
-    return resolve_config(cls.Config, {**published, **cfg.options})
+    published = cls.task_defaults.get(task.high.dataset)
+    return resolve_config(cls.Config, {**(published.values if published else {}), **cfg.options})
+
+
+def published_defaults_record(cfg: RunConfig, task: Task) -> dict[str, Any] | None:
+    """What ``result.json`` records of the published per-dataset defaults that applied (or None)."""
+    published = get_method(cfg.method).task_defaults.get(task.high.dataset)
+    if published is None:
+        return None
+    overridden = sorted(k for k in published.values if k in cfg.options)
+    return {"values": published.values, "source": published.source, "overridden_by_user": overridden}
 
 
 def run_identity(cfg: RunConfig, task: Task, method_config: MethodConfig) -> dict[str, Any]:
@@ -152,6 +161,7 @@ def _result(
             "classes": task.classes,
             "modalities": {"high": task.high.name, "low": task.low.name},
             "backbone_identity": backbone.identity(),
+            "published_defaults": published_defaults_record(cfg, task),
         },
         "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
         "per_class": {
@@ -159,6 +169,7 @@ def _result(
         },
         "confusion": {role: m["confusion"] for role, m in per_role.items()},
         "n_test": {role: m["n"] for role, m in per_role.items()},
+        "val": {},  # the final model on the full validation splits (model selection; not a test result)
         "history": history,
         "timing": timing,
         "versions": versions(),
@@ -177,19 +188,28 @@ def _encode_batch(cfg: RunConfig, backbone: Backbone) -> int:
 
 
 def _test_features(
-    cfg: RunConfig, task: Task, backbone: Backbone, store: FeatureStore
+    cfg: RunConfig, task: Task, backbone: Backbone, store: FeatureStore, split: str = "test"
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Features and labels of both test splits (high-end and low-end)."""
+    """Features and labels of a split of both modalities (high-end and low-end); a modality without
+    images in ``split`` is left out (only possible for ``val``: task loading requires test images)."""
     return {
         role: encode_samples(
             backbone,
-            task.modality(role).split("test"),
+            task.modality(role).split(split),
             batch_size=_encode_batch(cfg, backbone),
-            desc=f"{role}-end test images",
+            desc=f"{role}-end {split} images",
             show_progress=cfg.show_progress,
             store=store,
         )
         for role in ("high", "low")
+        if task.modality(role).split(split)
+    }
+
+
+def _val_metrics(method: Method, val: dict[str, tuple[torch.Tensor, torch.Tensor]], task: Task) -> dict:
+    """``{"high": {"acc", "macro_f1", "n"}, "low": {...}}`` of the full validation splits (where present)."""
+    return {
+        role: {k: m[k] for k in ("acc", "macro_f1", "n")} for role, m in evaluate(method, val, task).items()
     }
 
 
@@ -231,6 +251,7 @@ def run(
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
     test = _test_features(cfg, task, backbone, store)
+    val_feats = _test_features(cfg, task, backbone, store, split="val")
     timing["test_features_s"] = time.perf_counter() - t0
 
     layout = RunLayout.of(cfg.out)  # written only once the inputs have been read
@@ -258,6 +279,7 @@ def run(
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
     result = _result(cfg, task, backbone, method, per_role, timing, history)
+    result["val"] = _val_metrics(method, val_feats, task)
     atomic_write_json(layout.config, replay_config(cfg, method.cfg))
     atomic_write_json(layout.result, result)
     return result

@@ -38,6 +38,7 @@ class Result(TypedDict, total=False):
     per_class: dict[str, dict[str, float | None]]
     confusion: dict[str, list[list[int]]]
     n_test: dict[str, int]
+    val: dict[str, dict[str, float]]  # role -> acc, macro_f1 (%), n: the full validation splits
     history: list[dict[str, Any]]
     timing: dict[str, float]
     versions: dict[str, str]
