@@ -57,6 +57,7 @@ def collect(out: str | Path) -> list[dict]:
         }
         row["per_class_low"] = res.get("per_class", {}).get("low", {})
         row["history"] = res.get("history", [])
+        row["low_predicted_classes"] = predicted_classes(res.get("confusion", {}).get("low"))
         rows.append(row)
     settings: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
@@ -67,11 +68,28 @@ def collect(out: str | Path) -> list[dict]:
     return rows
 
 
+def predicted_classes(confusion: list[list[int]] | None) -> int | None:
+    """How many classes a run ever predicted on a test split (columns of its confusion matrix with
+    any count); 1 means the classifier collapsed onto one class."""
+    if not confusion:
+        return None
+    return sum(1 for col in zip(*confusion, strict=True) if any(col))
+
+
+def collapsed_runs(rows: list[dict]) -> list[str]:
+    """``task/label/setting seed S`` of every run that predicted a single low-end class."""
+    return [
+        f"{r['task']}/{r['label']}/{r['setting']} seed {r['seed']}"
+        for r in rows
+        if r.get("low_predicted_classes") == 1
+    ]
+
+
 def write_results_csv(rows: list[dict], path: str | Path) -> Path:
     cols = (
         ["task", "label", "method", "seed", "shots", "tag", "backbone"]
         + [f"{r}_{m}" for r, m in METRIC_KEYS]
-        + ["path"]
+        + ["low_predicted_classes", "path"]
     )
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -305,6 +323,13 @@ def write_report(
     for name, text in texts.items():
         log.info("\n%s\n(written to %s)", text.rstrip(), out / (name + ".md"))
     log.info("per-run results: %s", out / "results.csv")
+    collapsed = collapsed_runs(rows)
+    if collapsed:
+        log.info(
+            "%d run(s) predicted a single class on the low-end test split (collapsed): %s",
+            len(collapsed),
+            ", ".join(collapsed),
+        )
     if figures:
         try:
             from kmat.report.plots import make_figures
