@@ -1,17 +1,42 @@
-"""``kmat reproduce``: run the paper's Table 2 or Table 3 grid and write the tables."""
+"""``kmat reproduce``: run the paper's Table 2 or Table 3 grid, or K-MaT's sensitivity grid, and write
+the tables."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from kmat.cli.options import add_method_flags, add_run_flags, method_options_from_args, option_default
 from kmat.errors import ConfigError
 
-HEAVY_HELP = (
-    "run the paper's Table 2 or Table 3 grid and write the tables"  # its flags come from the method registry
+HEAVY_HELP = (  # its flags come from the method registry
+    "run the paper's Table 2 or Table 3 grid, or K-MaT's sensitivity grid, and write the tables"
 )
+
+# --sens-<flag>: the option of K-MaT whose values it lists
+SENS_FLAGS = {
+    "alpha": "--sens-alpha",
+    "lambda_fgw": "--sens-lambda-fgw",
+    "lambda_anchor": "--sens-lambda-anchor",
+}
+
+
+def _sens_value(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        from kmat.methods import get_method
+        from kmat.methods.config import check_value, options_of, parse_value
+
+        config = get_method("kmat").Config
+        info = options_of(config)[name]
+        try:
+            return float(check_value(info, parse_value(info, text), config.__name__))
+        except ConfigError as err:  # argparse shows this message with the flag's name
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = name
+    return parse
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -19,14 +44,22 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "reproduce",
         parents=parents,
         help=HEAVY_HELP,
-        description="Run every method x task x seed (Table 2) or the eight K-MaT ablation "
-        "rows (Table 3). Finished runs are skipped, so an interrupted grid resumes; "
-        "a failed run is recorded in its error.json and the grid goes on. Writes "
-        "OUT/runs/<task>/<method>/<shots>shot[-<options>]/seed<S>/result.json, OUT/table2.md or "
-        "table3.md, OUT/results.csv and OUT/figures/. Method options (flags below, or -o NAME=VALUE) "
-        "apply to every method of the grid that has them and are part of the run folders' names.",
+        description="Run every method x task x seed (Table 2), the eight K-MaT ablation "
+        "rows (Table 3), or K-MaT over alpha x lambda_fgw x lambda_anchor (sensitivity; the cell "
+        "lambda_fgw = 0 once, as alpha then has no effect). Finished runs are skipped, so an "
+        "interrupted grid resumes; a failed run is recorded in its error.json and the grid goes on. "
+        "Writes OUT/runs/<task>/<label>/<shots>shot[-<options>]/seed<S>/result.json (label: the "
+        "method, the ablation row, or kmat-sens), OUT/table2.md, table3.md or sensitivity.md, "
+        "OUT/results.csv and OUT/figures/. Method options (flags below, or -o NAME=VALUE) apply to "
+        "every method of the grid that has them and are part of the run folders' names.",
     )
-    p.add_argument("--table", type=int, choices=[2, 3], required=True)
+    p.add_argument(
+        "--table",
+        choices=["2", "3", "sensitivity"],
+        required=True,
+        help="2: methods x tasks x seeds; 3: the ablation; sensitivity: K-MaT over alpha x lambda_fgw "
+        "x lambda_anchor",
+    )
     p.add_argument(
         "--tasks",
         nargs="+",
@@ -48,6 +81,21 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--std", action="store_true", help="add ± std over seeds to the table cells")
     p.add_argument("--compare-paper", action="store_true", help="print the paper's published numbers too")
     p.add_argument("--no-figures", action="store_true")
+    from kmat.run.experiments import SENSITIVITY_VALUES  # the registry, as add_method_flags below
+
+    g = p.add_argument_group(
+        "sensitivity grid (--table sensitivity; every other K-MaT option at its default)"
+    )
+    for name, flag in SENS_FLAGS.items():
+        default = " ".join(f"{v:g}" for v in SENSITIVITY_VALUES[name])
+        g.add_argument(
+            flag,
+            nargs="+",
+            type=_sens_value(name),
+            default=None,
+            metavar=name.upper(),
+            help=f"values of {name} (default: {default})",
+        )
     add_method_flags(p)
     p.set_defaults(func=run)
 
@@ -55,7 +103,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 def run(args: argparse.Namespace) -> int:
     from kmat.methods import get_method
     from kmat.methods.config import options_of
-    from kmat.run.experiments import PAPER_TASKS, TABLE2_METHODS, table2_grid, table3_grid
+    from kmat.run.experiments import PAPER_TASKS, TABLE2_METHODS, sensitivity_grid, table2_grid, table3_grid
     from kmat.run.grid import GridSettings, resolve_tasks, run_grid
 
     if args.help_options:
@@ -65,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
             print(format_method_options(m) + "\n")
         return 0
     out = Path(args.out)
-    methods = (args.methods or [m for m, _ in TABLE2_METHODS]) if args.table == 2 else ["kmat"]
+    sens_values = {name: getattr(args, f"sens_{name}") for name in SENS_FLAGS}
+    if args.table != "sensitivity":
+        given = [SENS_FLAGS[name] for name, v in sens_values.items() if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --table sensitivity")
+    methods = (args.methods or [m for m, _ in TABLE2_METHODS]) if args.table == "2" else ["kmat"]
     options = method_options_from_args(args)
     for name in options:
         if not any(name in options_of(get_method(m).Config) for m in methods):
@@ -74,10 +127,20 @@ def run(args: argparse.Namespace) -> int:
             )
     shots = getattr(args, "shots", option_default("shots"))
     tasks = resolve_tasks(args.tasks or PAPER_TASKS, getattr(args, "data_root", None))
-    if args.table == 2:
+    if args.table == "2":
         specs = table2_grid(tasks, methods, args.seeds, shots, options)
-    else:
+    elif args.table == "3":
         specs = table3_grid(tasks, args.seeds, shots, options)
+    else:
+        specs = sensitivity_grid(
+            tasks,
+            args.seeds,
+            shots,
+            options,
+            alphas=sens_values["alpha"],
+            lambda_fgws=sens_values["lambda_fgw"],
+            lambda_anchors=sens_values["lambda_anchor"],
+        )
     settings = GridSettings(
         **{
             k: getattr(args, k)

@@ -13,11 +13,17 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "table",
         parents=parents,
         help="rebuild the tables, results.csv and figures from the runs in DIR",
-        description="Rebuild OUT/table2.md, table3.md, results.csv and figures from whatever "
-        "result.json files exist under DIR/runs.",
+        description="Rebuild OUT/table2.md, table3.md, sensitivity.md, results.csv and figures from "
+        "whatever result.json files exist under DIR/runs.",
     )
     p.add_argument("dir")
-    p.add_argument("--table", type=int, choices=[2, 3], nargs="+", default=None)
+    p.add_argument(
+        "--table",
+        choices=["2", "3", "sensitivity"],
+        nargs="+",
+        default=None,
+        help="default: 2 and 3, and sensitivity when DIR has runs of the sensitivity grid",
+    )
     p.add_argument("--std", action="store_true")
     p.add_argument("--compare-paper", action="store_true")
     p.add_argument("--no-figures", action="store_true")
@@ -30,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: no runs/ folder (is this a kmat reproduce output folder?)")
     from kmat.report.results import write_report
 
-    write_report(out, tuple(args.table or (2, 3)), args.std, args.compare_paper, figures=not args.no_figures)
+    write_report(out, args.table, args.std, args.compare_paper, figures=not args.no_figures)
     return 0

@@ -6,6 +6,8 @@
 - ``fgw_<task>.png``: K-MaT's FGW diagnostics per epoch and seed (the plan's mass on matching
   classes, and the mean distance ``||t_i^H - t_i^L||`` between a class's two prompts), with each
   seed's low-end accuracy: a low-end classifier collapsing onto the high-end one shows here.
+- ``sensitivity_<task>.png`` (and ``sensitivity_avg.png`` over tasks): heat maps of K-MaT's mean Lo
+  and H over lambda_fgw x lambda_anchor, one panel per alpha (:mod:`kmat.report.sensitivity`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from kmat.errors import KmatError
+from kmat.report.sensitivity import (
+    AVG,
+    SensitivityStudy,
+    seeds_text,
+    studies_file_suffix,
+    task_title,
+)
 from kmat.run.experiments import TABLE2_METHODS, TASK_DISPLAY
 from kmat.run.layout import RunLayout
 
@@ -144,6 +153,98 @@ def make_figures(out: str | Path, agg: dict, rows: list[dict]) -> list[Path]:
             embeddings_2d(rows, task, fig_dir / f"embeddings_{task}.png", classes),
             fgw_diagnostics(rows, task, fig_dir / f"fgw_{task}.png"),
         ):
+            if p is not None:
+                written.append(p)
+    return written
+
+
+SENS_METRICS = [("low", "Lo: low-end test accuracy (%)"), ("h", "H: harmonic mean of Hi and Lo (%)")]
+
+
+def _fmt_value(v: float) -> str:
+    return f"{v:g}"
+
+
+def sensitivity_heatmaps(study: SensitivityStudy, task: str, path: Path) -> Path | None:
+    """Mean Lo (top row) and mean H (bottom row) of one task (or ``"avg"``): rows lambda_fgw, columns
+    lambda_anchor, one panel per alpha, one colour scale per metric, the value in each cell."""
+    alphas, lfs, las = study.panel_alphas, study.lambda_fgws, study.lambda_anchors
+    data = {m: np.full((len(alphas), len(lfs), len(las)), np.nan) for m, _ in SENS_METRICS}
+    for j, alpha in enumerate(alphas):
+        for i, lf in enumerate(lfs):
+            for k, la in enumerate(las):
+                c = study.cell(task, alpha, lf, la)
+                if c is not None:
+                    data["low"][j, i, k] = c.low[0]
+                    data["h"][j, i, k] = c.h[0]
+    if np.isnan(data["low"]).all():
+        return None
+    plt = _plt()
+    n = len(alphas)
+    fig, axes = plt.subplots(
+        2,
+        n,
+        figsize=(1.6 + n * (0.75 * len(las) + 1.1), 1.5 + 2 * (0.5 * len(lfs) + 0.9)),
+        squeeze=False,
+        layout="constrained",
+    )
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # a cell not run: grey, "–"
+    for row, (metric, label) in enumerate(SENS_METRICS):
+        vals = data[metric]
+        lo, hi = float(np.nanmin(vals)), float(np.nanmax(vals))
+        if hi - lo < 1e-9:  # a flat grid still gets a scale
+            lo, hi = lo - 0.5, hi + 0.5
+        image = None
+        for j, alpha in enumerate(alphas):
+            ax = axes[row, j]
+            image = ax.imshow(np.ma.masked_invalid(vals[j]), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+            for i in range(len(lfs)):
+                for k in range(len(las)):
+                    v = vals[j, i, k]
+                    if np.isnan(v):
+                        ax.text(k, i, "–", ha="center", va="center", fontsize=9, color="black")
+                        continue
+                    dark = (v - lo) / (hi - lo) < 0.6  # viridis is dark below ~0.6: white text
+                    ax.text(
+                        k,
+                        i,
+                        f"{v:.1f}",
+                        ha="center",
+                        va="center",
+                        fontsize=9,
+                        color="white" if dark else "black",
+                    )
+            ax.set_xticks(range(len(las)), [_fmt_value(v) for v in las])
+            ax.set_yticks(range(len(lfs)), [_fmt_value(v) + (" (off)" if v == 0 else "") for v in lfs])
+            ax.set_xlabel("lambda_anchor")
+            if j == 0:
+                ax.set_ylabel("lambda_fgw")
+            name = "Lo" if metric == "low" else "H"
+            ax.set_title(f"{name}, alpha = {_fmt_value(alpha)}" if alpha is not None else name, fontsize=10)
+        fig.colorbar(image, ax=list(axes[row, :]), label=label, shrink=0.9)
+    if task == AVG:
+        who = "Mean over " + ", ".join(task_title(t) for t in study.tasks)
+        title = f"{who}: K-MaT sensitivity ({study.setting}), {seeds_text(study, task)}"
+    else:
+        title = (
+            f"{task_title(task)}: K-MaT sensitivity ({study.setting}), mean over {seeds_text(study, task)}"
+        )
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sensitivity_figures(out: str | Path, studies: list[SensitivityStudy]) -> list[Path]:
+    """``OUT/figures/sensitivity_<task>[-<setting>].png`` per task, and ``sensitivity_avg...`` over
+    tasks when there are several (the setting is in the name only when there are several settings)."""
+    fig_dir = Path(out) / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for study in studies:
+        suffix = studies_file_suffix(studies, study)
+        for task in study.report_tasks:
+            p = sensitivity_heatmaps(study, task, fig_dir / f"sensitivity_{task}{suffix}.png")
             if p is not None:
                 written.append(p)
     return written

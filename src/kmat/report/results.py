@@ -1,4 +1,5 @@
-"""Run results -> per-run CSV and the paper's tables. Computed from ``result.json`` files only.
+"""Run results -> per-run CSV, the paper's tables and the sensitivity report
+(:mod:`kmat.report.sensitivity`). Computed from ``result.json`` files only.
 
 Across seeds: mean (and std) of each run's Hi, Lo and H (H is computed per run, then averaged).
 "Avg." rows: mean over tasks of the per-task means.
@@ -11,11 +12,19 @@ import io
 import logging
 import statistics
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from kmat.errors import CheckpointError, KmatError
-from kmat.run.experiments import ABLATION_ROWS, PAPER_TASKS, TABLE2_METHODS, TASK_DISPLAY
+from kmat.errors import CheckpointError, ConfigError, KmatError
+from kmat.report.sensitivity import sensitivity_markdown, sensitivity_studies, sensitivity_summary_text
+from kmat.run.experiments import (
+    ABLATION_ROWS,
+    PAPER_TASKS,
+    SENSITIVITY_LABEL,
+    TABLE2_METHODS,
+    TASK_DISPLAY,
+)
 from kmat.run.layout import iter_grid_runs
 from kmat.run.schema import read_result
 from kmat.utils.io import atomic_write_bytes
@@ -31,7 +40,9 @@ def collect(out: str | Path) -> list[dict]:
 
     ``setting`` is the run's ``<shots>shot[-<tag>]`` folder. Where a (task, label) has runs of more
     than one setting, the row's ``label`` carries its setting (``kmat [4shot]``), so that runs of
-    different settings are never averaged together.
+    different settings are never averaged together; ``run_label`` keeps the folder's label. Rows also
+    carry the run's given ``options``, its resolved ``method_config`` and its ``val`` block (``None``
+    when absent), for the sensitivity report.
     """
     rows = []
     for task, label, setting, layout in iter_grid_runs(out):
@@ -58,6 +69,11 @@ def collect(out: str | Path) -> list[dict]:
         row["per_class_low"] = res.get("per_class", {}).get("low", {})
         row["history"] = res.get("history", [])
         row["low_predicted_classes"] = predicted_classes(res.get("confusion", {}).get("low"))
+        cfg = res.get("config", {})
+        row["run_label"] = label
+        row["options"] = cfg.get("options") if isinstance(cfg, dict) else None
+        row["method_config"] = cfg.get("method_config") if isinstance(cfg, dict) else None
+        row["val"] = res.get("val")
         rows.append(row)
     settings: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
@@ -123,6 +139,11 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
     return agg
 
 
+def is_sensitivity_label(label: str) -> bool:
+    """Whether a row label of :func:`collect` is a sensitivity run (kept out of Table 2's columns)."""
+    return label == SENSITIVITY_LABEL or label.startswith(f"{SENSITIVITY_LABEL} [")
+
+
 def _task_order(tasks: set[str]) -> list[str]:
     return [t for t in PAPER_TASKS if t in tasks] + sorted(t for t in tasks if t not in PAPER_TASKS)
 
@@ -148,7 +169,7 @@ def table2_markdown(
 ) -> str:
     """Paper Table 2 layout: per task rows Hi / Lo / H, a column per method, cells "acc (macro-F1)"."""
     known = [lab for lab, _ in TABLE2_METHODS]
-    present = {lab for _, lab in agg}
+    present = {lab for _, lab in agg if not is_sensitivity_label(lab)}
     labels = labels or [lab for lab in known if lab in present] + sorted(
         present - set(known) - {r[0] for r in ABLATION_ROWS}
     )
@@ -274,13 +295,15 @@ def build_tables(
     agg: dict,
     std: bool = False,
     compare_paper: bool = False,
-    tables: tuple[int, ...] = (2, 3),
+    tables: Collection[int | str] = (2, 3),
 ) -> dict[str, str]:
-    """Write ``results.csv``, ``table2.md`` and/or ``table3.md`` under ``out``; return the texts.
-    ``rows`` come from :func:`collect`, ``agg`` is their :func:`aggregate`."""
+    """Write ``results.csv``, ``table2.md``, ``table3.md`` and/or ``sensitivity.md`` under ``out``
+    (``tables``: any of 2, 3 and "sensitivity"); return the texts by name ("table2", "table3",
+    "sensitivity"). ``rows`` come from :func:`collect`, ``agg`` is their :func:`aggregate`."""
+    names = table_names(tables)
     write_results_csv(rows, out / "results.csv")
     texts: dict[str, str] = {}
-    if 2 in tables:
+    if "2" in names:
         text = (
             "# Table 2: cross-modal generalisation, acc (macro-F1) %, mean over seeds\n\n"
             + ("± is the std over seeds (Avg.: the mean of the per-task stds)\n\n" if std else "")
@@ -291,7 +314,7 @@ def build_tables(
             text += "\n## Published (K-MaT paper, Table 2)\n\n" + paper_table2_markdown(tasks)
         atomic_write_bytes(out / "table2.md", text.encode())
         texts["table2"] = text
-    if 3 in tables:
+    if "3" in names:
         rows3, seeds = ablation_rows_common_seeds(rows)
         note = ", ".join(
             f"{TASK_DISPLAY.get(t, t)}: seeds {' '.join(map(str, s))}" for t, s in sorted(seeds.items())
@@ -303,25 +326,50 @@ def build_tables(
         )
         atomic_write_bytes(out / "table3.md", text.encode())
         texts["table3"] = text
+    if "sensitivity" in names:
+        text = sensitivity_markdown(sensitivity_studies(rows))
+        atomic_write_bytes(out / "sensitivity.md", text.encode())
+        texts["sensitivity"] = text
     return texts
+
+
+TABLES = ("2", "3", "sensitivity")
+
+
+def table_names(tables: Collection[int | str]) -> set[str]:
+    """``{"2", "sensitivity"}`` from ``(2, "sensitivity")``; :class:`ConfigError` for an unknown one."""
+    names = {str(t) for t in tables}
+    unknown = sorted(names - set(TABLES))
+    if unknown:
+        raise ConfigError(f"unknown table(s) {', '.join(unknown)}; tables: {', '.join(TABLES)}")
+    return names
 
 
 def write_report(
     out: str | Path,
-    tables: tuple[int, ...] = (2, 3),
+    tables: Collection[int | str] | None = None,
     std: bool = False,
     compare_paper: bool = False,
     figures: bool = True,
 ) -> dict[str, str]:
     """Tables, ``results.csv`` and figures of the runs under ``out`` (read once); returns the texts.
 
-    The tables and the paths written are logged (logger ``kmat.report.results``)."""
+    ``tables``: any of 2, 3 and "sensitivity" (:func:`build_tables`); by default 2 and 3, and
+    "sensitivity" when there are sensitivity runs. With "sensitivity", the figures include its heat
+    maps. The tables (of the sensitivity report, its summary) and the paths written are logged
+    (logger ``kmat.report.results``)."""
     out = Path(out)
     rows = collect(out)
     agg = aggregate(rows)
-    texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=tables)
+    if tables is None:
+        has_sens = any(r["run_label"] == SENSITIVITY_LABEL for r in rows)
+        tables = ("2", "3", "sensitivity") if has_sens else ("2", "3")
+    names = table_names(tables)
+    texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=names)
+    studies = sensitivity_studies(rows) if "sensitivity" in names else None
     for name, text in texts.items():
-        log.info("\n%s\n(written to %s)", text.rstrip(), out / (name + ".md"))
+        shown = sensitivity_summary_text(studies) if name == "sensitivity" and studies is not None else text
+        log.info("\n%s\n(written to %s)", shown.rstrip(), out / (name + ".md"))
     log.info("per-run results: %s", out / "results.csv")
     collapsed = collapsed_runs(rows)
     if collapsed:
@@ -332,9 +380,11 @@ def write_report(
         )
     if figures:
         try:
-            from kmat.report.plots import make_figures
+            from kmat.report.plots import make_figures, sensitivity_figures
 
             paths = make_figures(out, agg, rows)
+            if studies is not None:
+                paths += sensitivity_figures(out, studies)
         except KmatError as err:  # matplotlib missing
             log.warning("figures skipped: %s", err)
         else:

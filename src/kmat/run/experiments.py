@@ -1,4 +1,5 @@
-"""The paper's experiment grids: Table 2 (methods x tasks x seeds) and Table 3 (the ablation)."""
+"""The experiment grids: the paper's Table 2 (methods x tasks x seeds) and Table 3 (the ablation),
+and a sensitivity grid of K-MaT (alpha x lambda_fgw x lambda_anchor) that no paper table shows."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kmat.errors import ConfigError
 from kmat.methods import get_method
-from kmat.methods.config import options_of
+from kmat.methods.config import check_value, options_of
 from kmat.run.layout import grid_run_dir
 
 PAPER_TASKS = ["skin1", "skin2", "chest", "breast"]  # paper Table 2 order
@@ -108,5 +110,99 @@ def table3_grid(
         )
         for name, arg in tasks
         for lab in labels
+        for s in seeds
+    ]
+
+
+# The sensitivity grid of K-MaT (no paper table): the FGW structure weight x the two loss weights.
+# Its runs get their own label rather than "kmat": collect() tells apart the settings of one
+# (task, label) by renaming the label ("kmat [16shot]"), so forty sensitivity settings under "kmat"
+# would rename Table 2's K-MaT column, add forty columns to it, and hide row 8 of Table 3 (the "kmat"
+# runs) and the Fig. 2 plots, which look the label up. A separate label keeps the paper tables as
+# they are when both grids write to one output folder.
+SENSITIVITY_LABEL = "kmat-sens"
+SENSITIVITY_VALUES: dict[str, tuple[float, ...]] = {
+    "alpha": (0.1, 0.5, 0.9),
+    "lambda_fgw": (0.0, 0.3, 1.0, 3.0),
+    "lambda_anchor": (0.0, 0.3, 1.0, 3.0),
+}
+SWEPT_OPTIONS = tuple(SENSITIVITY_VALUES)  # alpha, lambda_fgw, lambda_anchor
+# options that would make the swept weights meaningless in every cell, with the value that does
+_DISABLING = {"fgw": False, "anchor": False}
+
+
+def _values(name: str, values: list[float] | tuple[float, ...] | None) -> list[float]:
+    """The values of one swept option, checked against K-MaT's bounds, duplicates dropped."""
+    chosen = SENSITIVITY_VALUES[name] if values is None else values
+    if not chosen:
+        raise ConfigError(f"sensitivity grid: no values for {name}")
+    info = options_of(get_method("kmat").Config)[name]
+    out: list[float] = []
+    for v in chosen:
+        try:
+            v = float(check_value(info, float(v), "sensitivity grid"))
+        except (TypeError, ValueError) as err:  # ConfigError is a ValueError
+            # "sensitivity grid.alpha must be <= 1, got 1.5"; no field: the option's own flag does not
+            # set these values
+            raise ConfigError(str(err)) from None
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def sensitivity_cells(
+    alphas: list[float] | None = None,
+    lambda_fgws: list[float] | None = None,
+    lambda_anchors: list[float] | None = None,
+) -> list[dict[str, float]]:
+    """The swept options of each cell: alpha x lambda_fgw x lambda_anchor (defaults:
+    :data:`SENSITIVITY_VALUES`). At lambda_fgw = 0 the FGW term is off and alpha has no effect, so
+    that cell is run once, without alpha (K-MaT's default alpha, unused)."""
+    a = _values("alpha", alphas)
+    f = _values("lambda_fgw", lambda_fgws)
+    n = _values("lambda_anchor", lambda_anchors)
+    cells: list[dict[str, float]] = []
+    for lf in f:
+        for al in [None] if lf == 0 else a:
+            for la in n:
+                cell = {"lambda_fgw": lf, "lambda_anchor": la}
+                cells.append(cell if al is None else {"alpha": al, **cell})
+    return cells
+
+
+def sensitivity_grid(
+    tasks: list[tuple[str, str]],
+    seeds: list[int],
+    shots: int,
+    options: dict[str, Any],
+    alphas: list[float] | None = None,
+    lambda_fgws: list[float] | None = None,
+    lambda_anchors: list[float] | None = None,
+) -> list[RunSpec]:
+    """K-MaT over :func:`sensitivity_cells` per task and seed, label :data:`SENSITIVITY_LABEL`.
+
+    ``options`` (K-MaT's part of them) apply to every cell; with the swept values they form the run
+    folder's tag (``16shot-alpha=0.5,lambda_anchor=1,lambda_fgw=0.3``). An option the grid sweeps,
+    or one that turns a swept term off (``fgw``/``anchor`` false), is a :class:`ConfigError`."""
+    own = method_options("kmat", options)
+    for name in SWEPT_OPTIONS:
+        if name in own:
+            raise ConfigError(
+                f"option {name} is varied by the sensitivity grid and cannot also be given as an option "
+                f"(the grid's {name} values set it)",
+                field=name,
+            )
+    for name, off in _DISABLING.items():
+        if name in own and own[name] == off:
+            raise ConfigError(
+                f"option {name}={off} turns its term off in every cell of the sensitivity grid, "
+                "so the weight the grid varies would have no effect",
+                field=name,
+            )
+    cells = sensitivity_cells(alphas, lambda_fgws, lambda_anchors)
+    return [
+        RunSpec(name, arg, SENSITIVITY_LABEL, "kmat", s, shots, {**own, **c}, {**own, **c})
+        for name, arg in tasks
+        for c in cells
         for s in seeds
     ]
