@@ -14,15 +14,14 @@ from typing import Any
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.data.task import Task, load_task, resolve_task, task_name
-from kmat.errors import CheckpointError, KmatError
+from kmat.errors import KmatError
 from kmat.features import FeatureStore
 from kmat.methods.config import options_of
 from kmat.run.config import RunConfig
 from kmat.run.device import resolve_device
 from kmat.run.experiments import RunSpec
 from kmat.run.layout import RunLayout
-from kmat.run.runner import resolve_method_config, run, run_identity
-from kmat.run.schema import identity_of, read_result
+from kmat.run.runner import existing_identity, resolve_method_config, run, run_identity
 from kmat.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -68,14 +67,8 @@ def _run_config(spec: RunSpec, out: str | Path, settings: GridSettings) -> RunCo
 
 def is_done(cfg: RunConfig, task: Task) -> bool:
     """A run is done when its folder holds a result with the same identity (configuration)."""
-    layout = RunLayout.of(cfg.out)
-    if not layout.exists():
-        return False
-    try:
-        existing = identity_of(read_result(layout.result))
-    except CheckpointError:
-        return False
-    return existing == run_identity(cfg, task, resolve_method_config(cfg, task))
+    existing = existing_identity(cfg.out)
+    return existing is not None and existing == run_identity(cfg, task, resolve_method_config(cfg, task))
 
 
 def _run_default(name: str) -> Any:

@@ -99,15 +99,24 @@ def run_identity(cfg: RunConfig, task: Task, method_config: MethodConfig) -> dic
     )
 
 
+def existing_identity(folder: str | Path) -> dict[str, Any] | None:
+    """The identity of the finished run in ``folder``; None when there is none or it is unreadable
+    (an unreadable result is no run to protect, nor a finished one)."""
+    layout = RunLayout.of(folder)
+    if not layout.exists():
+        return None
+    try:
+        return identity_of(read_result(layout.result))
+    except CheckpointError:
+        return None
+
+
 def check_run_folder(folder: str | Path, expected: dict[str, Any], overwrite: bool = False) -> None:
     """Refuse to replace a finished run made with another configuration (unless ``overwrite``)."""
-    layout = RunLayout.of(folder)
-    if overwrite or not layout.exists():
+    existing = None if overwrite else existing_identity(folder)
+    if existing is None:
         return
-    try:
-        existing = identity_of(read_result(layout.result))
-    except CheckpointError:
-        return  # an unreadable result is no run to protect; it is replaced
+    layout = RunLayout.of(folder)
     diff = differences(existing, expected)
     if diff:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
