@@ -187,7 +187,7 @@ def test_grid_with_other_shots_shares_the_output_folder(tiny_model_dir, toy_task
     assert runs == ["16shot", "4shot"]
     csv_text = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_text[0].startswith("task,label,method,seed,shots,tag,")
-    assert "zeroshot [4shot]" in (tmp_path / "table2.md").read_text()  # two settings: never averaged
+    assert "BiomedCLIP [4shot]" in (tmp_path / "table2.md").read_text()  # two settings: never averaged
 
 
 def test_help_options_lists_every_field(capsys):

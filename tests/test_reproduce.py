@@ -233,3 +233,17 @@ def test_grid_reads_each_task_once(tiny_model_dir, toy_task_master, tmp_path, mo
         == 0
     )
     assert len(loads) == 1  # 4 runs, one task: read and checked once
+
+
+def test_an_options_variant_gets_its_own_column_and_the_default_keeps_its_name(tmp_path):
+    hi, lo = {"acc": 60.0, "macro_f1": 50.0}, {"acc": 40.0, "macro_f1": 30.0}
+    _fake_result(tmp_path, "skin1", "kmat", 1, hi, lo)
+    d = tmp_path / "runs" / "skin1" / "kmat" / "16shot-alpha=0.1" / "seed1"
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(
+        (tmp_path / "runs" / "skin1" / "kmat" / "16shot" / "seed1" / "result.json").read_text()
+    )
+    labels = sorted({r["label"] for r in collect(tmp_path)})
+    assert labels == ["kmat", "kmat [16shot-alpha=0.1]"]
+    header = table2_markdown(aggregate(collect(tmp_path))).splitlines()[0]
+    assert header == "| Dataset | | K-MaT | K-MaT [16shot-alpha=0.1] |"

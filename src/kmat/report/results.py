@@ -40,7 +40,9 @@ def collect(out: str | Path) -> list[dict]:
 
     ``setting`` is the run's ``<shots>shot[-<tag>]`` folder. Where a (task, label) has runs of more
     than one setting, the row's ``label`` carries its setting (``kmat [4shot]``), so that runs of
-    different settings are never averaged together; ``run_label`` keeps the folder's label. Rows also
+    different settings are never averaged together (the one setting without options, if there is
+    exactly one, keeps the plain label: ``kmat`` beside ``kmat [16shot-alpha=0.1]``);
+    ``run_label`` keeps the folder's label. Rows also
     carry the run's given ``options``, its resolved ``method_config`` and its ``val`` block (``None``
     when absent), for the sensitivity report.
     """
@@ -79,9 +81,18 @@ def collect(out: str | Path) -> list[dict]:
     for r in rows:
         settings[(r["task"], r["label"])].add(r["setting"])
     for r in rows:
-        if len(settings[(r["task"], r["label"])]) > 1:
+        own = settings[(r["task"], r["label"])]
+        untagged = [s for s in own if "-" not in s]
+        plain = untagged[0] if len(untagged) == 1 else None  # the defaults keep the plain label
+        if len(own) > 1 and r["setting"] != plain:
             r["label"] = f"{r['label']} [{r['setting']}]"
     return rows
+
+
+def display_name(label: str) -> str:
+    """``"K-MaT [16shot-alpha=0.1]"`` for the row label ``"kmat [16shot-alpha=0.1]"``."""
+    base, sep, rest = label.partition(" [")
+    return dict(TABLE2_METHODS).get(base, base) + (sep + rest if sep else "")
 
 
 def predicted_classes(confusion: list[list[int]] | None) -> int | None:
@@ -173,10 +184,9 @@ def table2_markdown(
     labels = labels or [lab for lab in known if lab in present] + sorted(
         present - set(known) - {r[0] for r in ABLATION_ROWS}
     )
-    names = dict(TABLE2_METHODS)
     tasks = _task_order({t for t, lab in agg if lab in labels})
     lines = [
-        "| Dataset | | " + " | ".join(names.get(lab, lab) for lab in labels) + " |",
+        "| Dataset | | " + " | ".join(display_name(lab) for lab in labels) + " |",
         "|---|---|" + "---|" * len(labels),
     ]
     blocks = [(TASK_DISPLAY.get(t, t), {lab: agg.get((t, lab)) for lab in labels}) for t in tasks]
