@@ -90,3 +90,57 @@ def test_unprepared_paper_task_says_how_to_prepare_it(tmp_path):
 
     with pytest.raises(TaskError, match="kmat prepare dmid .*kmat prepare busi"):
         resolve_task("breast", tmp_path)
+
+
+def test_excel_bom_manifest_loads(toy_task):
+    path = toy_task / "toy__hiscan.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Excel's "CSV UTF-8"
+    assert len(load_task(toy_task).high.split("train")) == 18
+
+
+def test_latin1_manifest_names_the_file(toy_task):
+    path = toy_task / "toy__hiscan.csv"
+    path.write_bytes(path.read_bytes().replace(b"normal", "norm\xe4l".encode("latin-1"), 1))
+    with pytest.raises(TaskError, match="toy__hiscan.csv: not UTF-8 text"):
+        load_task(toy_task)
+
+
+def test_repeated_image_is_refused_with_both_lines(toy_task):
+    def repeat_as_test(rows):
+        train = next(r for r in rows if r["split"] == "train")
+        return [*rows, dict(train, split="test")]  # the same image in train and test: a leak
+
+    _rewrite(toy_task / "toy__hiscan.csv", repeat_as_test)
+    with pytest.raises(
+        TaskError, match=r"toy__hiscan.csv:\d+: image .* is listed again \(first at line \d+\)"
+    ):
+        load_task(toy_task)
+
+
+def test_class_missing_from_a_test_split_warns(toy_task):
+    _rewrite(
+        toy_task / "toy__loscan.csv",
+        lambda r: [x for x in r if not (x["split"] == "test" and x["label"] == "benign")],
+    )
+    with pytest.warns(
+        UserWarning, match=r"toy__loscan.csv: the test split has no image of class\(es\) \['benign'\]"
+    ):
+        load_task(toy_task)
+
+
+@pytest.mark.parametrize(
+    "edit,msg",
+    [
+        (lambda spec: [spec], "expected an object"),
+        (lambda spec: {**spec, "classnames": ["a", "b", "c"]}, "'classnames' must be an object"),
+        (
+            lambda spec: {**spec, "high_end": {**spec["high_end"], "root": 5}},
+            "high_end.root must be a str, got 5",
+        ),
+    ],
+)
+def test_malformed_task_json_names_the_field(toy_task, edit, msg):
+    tj = toy_task / "task.json"
+    tj.write_text(json.dumps(edit(json.loads(tj.read_text()))))
+    with pytest.raises(TaskError, match=msg):
+        load_task(toy_task)

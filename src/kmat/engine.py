@@ -119,7 +119,18 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        state = {k: fh.get_tensor(k).clone() for k in fh.keys()}  # not tied to the mapped file
-    return state, json.loads(meta.get("config", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k).clone() for k in fh.keys()}  # not tied to the mapped file
+        config = json.loads(meta.get("config", "{}"))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(
+            f"{path}: damaged or not a kmat checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise CheckpointError(f"{path}: non-finite values in {bad}; train the run again")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the checkpoint's configuration is not an object")
+    return state, config

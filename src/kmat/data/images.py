@@ -131,6 +131,11 @@ def load_image(path: str | Path) -> Image.Image:
             return _to_rgb(im)
     except FileNotFoundError as err:
         raise ImageError(f"{path}: image file not found") from err
+    except Image.DecompressionBombError as err:
+        raise ImageError(
+            f"{path}: image larger than Pillow's safety limit ({err}); if you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS before loading (or downscale the image)"
+        ) from err
     except UnidentifiedImageError as err:
         if _has_dicom_magic(path):
             return load_dicom(path)

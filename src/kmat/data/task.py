@@ -19,6 +19,7 @@ import csv
 import difflib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,33 +91,49 @@ def _read_manifest(
     index = {c: i for i, c in enumerate(classes)}
     samples: list[Sample] = []
     missing: list[str] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or [])
-        need = {"path", "label", "split"} - cols
-        if need:
-            raise TaskError(f"{path}: missing column(s) {sorted(need)}; a manifest needs path,label,split")
-        for lineno, row in enumerate(reader, start=2):
-            label = (row.get("label") or "").strip()
-            label = label_map.get(label, label)
-            if label not in index:
-                raise TaskError(
-                    f"{path}:{lineno}: unknown class {label!r}{_suggest(label, classes)}; "
-                    f"the task's classes are {classes}"
-                )
-            split = (row.get("split") or "").strip()
-            if split not in SPLITS:
-                raise TaskError(f"{path}:{lineno}: unknown split {split!r}; expected one of {list(SPLITS)}")
-            if split == "excluded":
-                continue
-            rel = (row.get("path") or "").strip()
-            if not rel:
-                raise TaskError(f"{path}:{lineno}: empty image path")
-            img = (root / rel) if not os.path.isabs(rel) else Path(rel)
-            if check_files and not img.is_file():
-                missing.append(f"{path}:{lineno}: image not found: {img}")
-            group = (row.get("group_id") or "").strip() or rel
-            samples.append(Sample(img, rel, index[label], split, group, crop_border))
+    seen: dict[str, int] = {}  # image path -> first line
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" has a BOM
+            reader = csv.DictReader(fh)
+            cols = set(reader.fieldnames or [])
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise TaskError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
+    except csv.Error as err:
+        raise TaskError(f"{path}: unreadable CSV ({err})") from None
+    need = {"path", "label", "split"} - cols
+    if need:
+        raise TaskError(f"{path}: missing column(s) {sorted(need)}; a manifest needs path,label,split")
+    for lineno, row in enumerate(rows, start=2):
+        label = (row.get("label") or "").strip()
+        label = label_map.get(label, label)
+        if label not in index:
+            raise TaskError(
+                f"{path}:{lineno}: unknown class {label!r}{_suggest(label, classes)}; "
+                f"the task's classes are {classes}"
+            )
+        split = (row.get("split") or "").strip()
+        if split not in SPLITS:
+            raise TaskError(f"{path}:{lineno}: unknown split {split!r}; expected one of {list(SPLITS)}")
+        if split == "excluded":
+            continue
+        rel = (row.get("path") or "").strip()
+        if not rel:
+            raise TaskError(f"{path}:{lineno}: empty image path")
+        img = (root / rel) if not os.path.isabs(rel) else Path(rel)
+        key = os.path.normpath(str(img))
+        if key in seen:
+            raise TaskError(
+                f"{path}:{lineno}: image {rel!r} is listed again (first at line {seen[key]}); "
+                "an image may appear once per manifest (a repeat across splits would leak test images)"
+            )
+        seen[key] = lineno
+        if check_files and not img.is_file():
+            missing.append(f"{path}:{lineno}: image not found: {img}")
+        group = (row.get("group_id") or "").strip() or rel
+        samples.append(Sample(img, rel, index[label], split, group, crop_border))
     if missing:
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise TaskError(f"{len(missing)} image(s) missing:\n  " + "\n  ".join(missing[:10]) + more)
@@ -131,6 +148,9 @@ def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_fil
     for req in ("modality", "manifest"):
         if not m.get(req):
             raise TaskError(f"{folder / 'task.json'}: {key}.{req} is required")
+    for opt, kind in (("root", str), ("display_name", str), ("dataset", str), ("label_map", dict)):
+        if opt in m and not isinstance(m[opt], kind):
+            raise TaskError(f"{folder / 'task.json'}: {key}.{opt} must be a {kind.__name__}, got {m[opt]!r}")
     root = Path(m.get("root", "."))
     root = root if root.is_absolute() else (folder / root)
     manifest = folder / m["manifest"]
@@ -164,6 +184,12 @@ def _require_split(mod: Modality, split: str, classes: list[str]) -> None:
         raise TaskError(
             f"{mod.manifest}: class(es) {absent} have no {split!r} image ({mod.role}-end, {mod.name})"
         )
+    if absent:  # a test split without a class: its accuracy is undefined, its F1 counts as 0
+        warnings.warn(
+            f"{mod.manifest}: the {split} split has no image of class(es) {absent} ({mod.role}-end, "
+            f"{mod.name}); their per-class accuracy is missing and macro-F1 averages in 0 for them",
+            stacklevel=3,
+        )
 
 
 def task_name(folder: Path, spec: dict) -> str:
@@ -181,12 +207,18 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
         spec = json.loads(tj.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise TaskError(f"{tj}: invalid JSON: {err}") from err
+    if not isinstance(spec, dict):
+        raise TaskError(
+            f'{tj}: expected an object {{"classes": [...], "high_end": {{...}}, ...}}, got {type(spec).__name__}'
+        )
     classes = spec.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         raise TaskError(f"{tj}: 'classes' must be a non-empty list of class keys")
     if len(set(classes)) != len(classes):
         raise TaskError(f"{tj}: duplicate class keys in 'classes'")
     names = spec.get("classnames", {})
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise TaskError(f"{tj}: 'classnames' must be an object {{class key: display name}}")
     classnames = [names.get(c, c.replace("_", " ")) for c in classes]
     high = _modality(folder, spec, "high", classes, check_files)
     low = _modality(folder, spec, "low", classes, check_files)

@@ -18,7 +18,7 @@ from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, save_checkpoint, train
-from kmat.errors import CheckpointError, RunConflictError
+from kmat.errors import CheckpointError, RunConflictError, TrainingDivergedError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext
@@ -280,6 +280,7 @@ def run(
     )
     history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
     timing["train_s"] = time.perf_counter() - t0
+    check_finite(method)
     save_checkpoint(method, _checkpoint_config(cfg, method), layout.checkpoint)
 
     t0 = time.perf_counter()
@@ -292,6 +293,22 @@ def run(
     atomic_write_json(layout.config, replay_config(cfg, method.cfg))
     atomic_write_json(layout.result, result)
     return result
+
+
+def check_finite(method: Method) -> None:
+    """Refuse to save a diverged method: every learned parameter and class embedding must be finite
+    (a finite loss history can still end in NaN prompts, e.g. after a huge learning rate)."""
+    bad = [k for k, v in method.learnable_state().items() if not torch.isfinite(v).all()]
+    bad += [
+        f"class embeddings ({role})"
+        for role, t in method.class_embeddings().items()
+        if not torch.isfinite(t).all()
+    ]
+    if bad:
+        raise TrainingDivergedError(
+            f"{method.name}: training diverged: non-finite values in {', '.join(bad)} "
+            f"(lr {method.cfg.lr:g}; a smaller learning rate may help); no checkpoint or result was written"
+        )
 
 
 def replay_config(cfg: RunConfig, method_config: MethodConfig) -> dict[str, Any]:

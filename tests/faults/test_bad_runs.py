@@ -1,0 +1,69 @@
+"""Faults that must end in one `kmat: error:` line and leave nothing a later command trusts."""
+
+import json
+
+import pytest
+
+from kmat.cli import main
+
+
+def _train(tiny_model_dir, task, out, *extra):
+    return main(
+        [
+            "train",
+            "--task",
+            str(task),
+            "--backbone",
+            f"local-dir:{tiny_model_dir}",
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
+
+
+def test_divergence_saves_no_nan_prompts(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert (
+        _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "2", "--lr", "1e38") == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("kmat: error:") and ("diverged" in err or "non-finite loss" in err)
+    assert "Traceback" not in err
+    assert not (out / "result.json").exists() and not (out / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_non_finite_or_negative_lr_is_refused(tiny_model_dir, toy_task_master, tmp_path, capsys, value):
+    assert _train(tiny_model_dir, toy_task_master, tmp_path / "r", "--lr", value) == 2
+    assert "lr must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\x00" * 64])
+def test_damaged_checkpoint_is_one_line(tiny_model_dir, toy_task_master, tmp_path, capsys, content):
+    out = tmp_path / "r"
+    assert _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "1") == 0
+    ckpt = out / "checkpoint.safetensors"
+    ckpt.write_bytes(content)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kmat: error: {ckpt}: damaged or not a kmat checkpoint") and "Traceback" not in err
+
+
+def test_truncated_checkpoint_is_one_line(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "1") == 0
+    ckpt = out / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert main(["evaluate", "--run", str(out)]) == 2
+    assert "damaged or not a kmat checkpoint" in capsys.readouterr().err
+
+
+def test_config_file_of_another_shape(tmp_path, capsys):
+    (tmp_path / "c.json").write_text(json.dumps({"task": "t", "options": [1]}))
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "'options' must be an object" in capsys.readouterr().err
