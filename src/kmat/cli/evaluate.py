@@ -20,6 +20,17 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--task", default=None, help="override the task folder/name saved in the checkpoint")
     p.add_argument("--data-root", default=None, help="root of prepared tasks (default: $KMAT_DATA)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="load the backbone from here instead of the spec the run recorded (a moved model folder); "
+        "its weights must be the run's",
+    )
+    p.add_argument(
+        "--allow-backbone-mismatch",
+        action="store_true",
+        help="go on (with a warning) when the backbone's weights differ from those the run was trained with",
+    )
     p.set_defaults(func=run)
 
 
@@ -29,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.run)
     ckpt = RunLayout.of(path).checkpoint if path.is_dir() else path
-    metrics = evaluate_checkpoint(ckpt, task=args.task, data_root=args.data_root)
+    metrics = evaluate_checkpoint(
+        ckpt,
+        task=args.task,
+        data_root=args.data_root,
+        backbone_spec=args.backbone,
+        allow_backbone_mismatch=args.allow_backbone_mismatch,
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -25,6 +25,17 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument("--out", default=None, help="write a CSV (path, prediction, one probability per class)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="load the backbone from here instead of the spec the run recorded (a moved model folder); "
+        "its weights must be the run's",
+    )
+    p.add_argument(
+        "--allow-backbone-mismatch",
+        action="store_true",
+        help="go on (with a warning) when the backbone's weights differ from those the run was trained with",
+    )
     p.set_defaults(func=run)
 
 
@@ -34,7 +45,15 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_run(args.run)  # a clear error about the run before looking for images
     images = collect_images(args.images)
-    preds = predict_images(args.run, images, role=args.modality, device=args.device, loaded=loaded)
+    preds = predict_images(
+        args.run,
+        images,
+        role=args.modality,
+        device=args.device,
+        loaded=loaded,
+        backbone_spec=args.backbone,
+        allow_backbone_mismatch=args.allow_backbone_mismatch,
+    )
     classes = list(preds[0].probabilities)
     if args.out:
         from kmat.utils.io import atomic_write_bytes, csv_bytes

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kmat import PRECISIONS
+from kmat.errors import ConfigError
 from kmat.methods.config import Options, option
 
 MAX_SEED = 2**31 - 1
@@ -51,6 +52,15 @@ class RunConfig(Options):
     min_descriptions: int = option(1, "descriptions needed per class and modality", min=1)
     show_progress: bool = option(True, "progress bars")
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backbone.startswith("local-dir:"):  # recorded absolute: a run must not depend on the cwd
+            folder = Path(self.backbone.removeprefix("local-dir:")).expanduser()
+            if not folder.is_absolute():
+                self.backbone = f"local-dir:{folder.resolve()}"
+        if not str(self.out).strip():
+            raise ConfigError("out must name a folder, got an empty string", field="out")
 
     def validate(self) -> RunConfig:
         """Check every field again (they may have been changed since construction)."""

@@ -20,6 +20,7 @@ from kmat.errors import CheckpointError, ConfigError, ImageError
 from kmat.methods import get_method
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
+from kmat.run.runner import check_backbone_identity
 from kmat.run.schema import read_result
 
 
@@ -74,10 +75,14 @@ def predict_images(
     device: str = "auto",
     batch_size: int | None = None,
     loaded: tuple[dict, dict[str, Tensor]] | None = None,
+    backbone_spec: str | None = None,
+    allow_backbone_mismatch: bool = False,
 ) -> list[Prediction]:
     """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
 
     Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
+    ``backbone_spec`` loads the backbone from elsewhere (a moved model folder); its weights must be
+    those the run was trained with unless ``allow_backbone_mismatch``.
     """
     if role not in ("high", "low"):
         raise ConfigError(f"modality must be 'high' or 'low', got {role!r}")
@@ -88,7 +93,10 @@ def predict_images(
         raise ConfigError(
             f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder instead"
         )
-    backbone = backbone or load_backbone(config["backbone"], device=resolve_device(device))
+    backbone = backbone or load_backbone(backbone_spec or config["backbone"], device=resolve_device(device))
+    check_backbone_identity(
+        backbone, config.get("backbone_identity"), Path(run_dir) / "result.json", allow_backbone_mismatch
+    )
     backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
     t = emb[role].to(backbone.device)

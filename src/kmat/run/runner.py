@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,6 @@ def _result(
             "task_folder": str(task.folder),
             "classes": task.classes,
             "modalities": {"high": task.high.name, "low": task.low.name},
-            "backbone_identity": backbone.identity(),
             "published_defaults": published_defaults_record(cfg, task),
         },
         "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
@@ -317,7 +317,34 @@ def replay_config(cfg: RunConfig, method_config: MethodConfig) -> dict[str, Any]
 
 
 def _checkpoint_config(cfg: RunConfig, method: Method) -> dict:
-    return {**cfg.to_dict(), "method_config": method.cfg.to_dict()}
+    return {
+        **cfg.to_dict(),
+        "method_config": method.cfg.to_dict(),
+        "backbone_identity": method.backbone.identity(),
+    }
+
+
+def check_backbone_identity(
+    backbone: Backbone, recorded: str | None, source: str | Path, allow_mismatch: bool = False
+) -> None:
+    """The backbone's weights must be those a run was trained with (``recorded``: its
+    ``backbone_identity``, ``spec@sha256-prefix``); the spec may differ (a moved model folder).
+    A mismatch is a :class:`CheckpointError`, or a warning when ``allow_mismatch``."""
+    if not recorded:
+        return
+    want, found = recorded.rpartition("@")[2], backbone.identity().rpartition("@")[2]
+    if want == found:
+        return
+    msg = (
+        f"{source}: the run was trained with backbone weights {want} ({recorded.rpartition('@')[0]}); "
+        f"the backbone loaded now ({backbone.name}) has weights {found}"
+    )
+    if not allow_mismatch:
+        raise CheckpointError(
+            msg
+            + ". If the model moved, point at its new place; to use other weights anyway, allow the mismatch"
+        )
+    warnings.warn(msg + " (allowed: the numbers are not the run's)", stacklevel=2)
 
 
 def evaluate_checkpoint(
@@ -325,11 +352,19 @@ def evaluate_checkpoint(
     backbone: Backbone | None = None,
     task: str | None = None,
     data_root: str | None = None,
+    backbone_spec: str | None = None,
+    allow_backbone_mismatch: bool = False,
 ) -> dict:
-    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block."""
+    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block.
+
+    ``backbone_spec`` loads another copy of the backbone (a moved model folder); its weights must be
+    the run's unless ``allow_backbone_mismatch``."""
     state, saved = load_checkpoint(checkpoint)
     if not saved:
         raise CheckpointError(f"{checkpoint}: no run configuration in the checkpoint metadata")
+    recorded = saved.pop("backbone_identity", None)
+    if backbone_spec is not None:
+        saved["backbone"] = backbone_spec
     method_config = saved.pop("method_config", {})
     cfg = RunConfig(
         **{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
@@ -341,6 +376,7 @@ def evaluate_checkpoint(
         cfg.data_root = data_root
     task_obj = load_task(resolve_task(cfg.task, cfg.data_root))
     backbone = _backbone_for(cfg, backbone)
+    check_backbone_identity(backbone, recorded, checkpoint, allow_backbone_mismatch)
     method = build_method(cfg, task_obj, backbone)
     missing = set(method.learnable_state()) ^ set(state)
     if missing:

@@ -1,0 +1,75 @@
+"""A run is tied to its backbone's weights: moved, swapped or relative-path models."""
+
+import json
+import os
+import shutil
+
+from kmat.cli import main
+from kmat.tools.tinymodel import write_tiny_biomedclip
+
+
+def _train(model_spec, task, out, *extra):
+    return main(
+        [
+            "train",
+            "--task",
+            str(task),
+            "--backbone",
+            model_spec,
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--method",
+            "coop",
+            "--epochs",
+            "1",
+            *extra,
+        ]
+    )
+
+
+def test_relative_local_dir_is_recorded_absolute(tiny_model_dir, toy_task_master, tmp_path, monkeypatch):
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    assert _train("local-dir:./model", toy_task_master, tmp_path / "r") == 0
+    cfg = json.loads((tmp_path / "r" / "result.json").read_text())["config"]
+    assert cfg["backbone"] == f"local-dir:{(tmp_path / 'model').resolve()}"
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert os.path.isabs(saved["backbone"].removeprefix("local-dir:"))
+
+
+def test_swapped_weights_are_refused_and_a_moved_model_is_accepted(
+    tiny_model_dir, toy_task_master, tmp_path, capsys
+):
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    spec = f"local-dir:{tmp_path / 'model'}"
+    assert _train(spec, toy_task_master, tmp_path / "r") == 0
+    capsys.readouterr()
+    images = [str(p) for p in sorted((toy_task_master / "images" / "loscan").glob("*.png"))[:3]]
+    predict = ["predict", "--run", str(tmp_path / "r"), "--images", *images, "--device", "cpu"]
+    assert main(predict) == 0
+    first = capsys.readouterr().out
+
+    shutil.move(tmp_path / "model", tmp_path / "moved")  # the model moved: its weights are the same
+    assert main(predict) == 2
+    assert "not an open_clip model folder" in capsys.readouterr().err
+    assert main([*predict, "--backbone", f"local-dir:{tmp_path / 'moved'}"]) == 0
+    assert capsys.readouterr().out == first
+    assert (
+        main(["evaluate", "--run", str(tmp_path / "r"), "--backbone", f"local-dir:{tmp_path / 'moved'}"]) == 0
+    )
+    capsys.readouterr()
+
+    write_tiny_biomedclip(tmp_path / "other", size="tiny", seed=7)  # other weights, same layout
+    other = f"local-dir:{tmp_path / 'other'}"
+    for cmd in (
+        [*predict, "--backbone", other],
+        ["evaluate", "--run", str(tmp_path / "r"), "--backbone", other],
+    ):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert "the run was trained with backbone weights" in err and "Traceback" not in err
+    assert main([*predict, "--backbone", other, "--allow-backbone-mismatch"]) == 0
+    assert "warning: " in capsys.readouterr().err
