@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,17 @@ FEWSHOT_TRAIN_FILE = "fewshot_train.csv"
 FEWSHOT_VAL_FILE = "fewshot_val.csv"
 ERROR_FILE = "error.json"
 RUNS_DIR = "runs"
+RUN_FILES = frozenset(
+    {
+        RESULT_FILE,
+        CONFIG_FILE,
+        CHECKPOINT_FILE,
+        EMBEDDINGS_FILE,
+        FEWSHOT_TRAIN_FILE,
+        FEWSHOT_VAL_FILE,
+        ERROR_FILE,
+    }
+)
 MAX_TAG_CHARS = 60
 
 
@@ -75,6 +87,44 @@ class RunLayout:
     def exists(self) -> bool:
         """Whether a finished run is here (its ``result.json`` is written last)."""
         return self.result.is_file()
+
+    @property
+    def staging(self) -> Path:
+        """The sibling folder a run is built in before it replaces ``folder`` as a whole."""
+        return self.folder.with_name(f".{self.folder.name}.partial")
+
+    @property
+    def previous(self) -> Path:
+        """Where the run being replaced waits while the new one is swapped in."""
+        return self.folder.with_name(f".{self.folder.name}.old")
+
+    def foreign_entries(self) -> list[str]:
+        """Entries of ``folder`` that no kmat run writes (a run never replaces such a folder)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.folder.iterdir() if p.name not in RUN_FILES and not p.name.startswith(".")
+        )
+
+    def recover(self) -> None:
+        """Undo what an interrupted swap left: restore the previous run if the new one never
+        arrived, and drop a half-built staging folder."""
+        if not self.folder.exists() and self.previous.is_dir():
+            self.previous.rename(self.folder)
+        for leftover in (self.staging, self.previous):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+    def commit(self) -> None:
+        """Swap the finished staging folder in for ``folder``: readers see the old run or the new
+        one, never a mix (an interrupted swap is undone by :meth:`recover`)."""
+        if self.folder.exists():
+            if self.previous.exists():
+                shutil.rmtree(self.previous)
+            self.folder.rename(self.previous)
+        self.staging.rename(self.folder)
+        if self.previous.exists():
+            shutil.rmtree(self.previous)
 
 
 def _value_text(v: Any) -> str:

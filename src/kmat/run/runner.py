@@ -263,7 +263,16 @@ def run(
     val_feats = _test_features(cfg, task, backbone, store, split="val")
     timing["test_features_s"] = time.perf_counter() - t0
 
-    layout = RunLayout.of(cfg.out)  # written only once the inputs have been read
+    final = RunLayout.of(cfg.out)  # written only once the inputs have been read
+    final.recover()
+    foreign = final.foreign_entries()
+    if foreign:
+        raise RunConflictError(
+            f"{final.folder} holds files that are not a kmat run's ({', '.join(foreign[:5])}); "
+            "a run replaces its folder as a whole, so choose an empty or new folder"
+        )
+    layout = RunLayout.of(final.staging)  # built aside, then swapped in as a unit
+    layout.folder.mkdir(parents=True)
     write_subset(shots, task.classes, layout.fewshot_train)
     if val is not None:
         write_subset(val, task.classes, layout.fewshot_val)
@@ -292,6 +301,7 @@ def run(
     result["val"] = _val_metrics(method, val_feats, task)
     atomic_write_json(layout.config, replay_config(cfg, method.cfg))
     atomic_write_json(layout.result, result)
+    final.commit()
     return result
 
 

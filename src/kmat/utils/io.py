@@ -10,8 +10,24 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+_WRITES = 0
+
+
+def _fault_point(path: Path) -> None:
+    """Fault injection for tests: with ``KMAT_FAULT_KILL_AT_WRITE=N`` the process dies (as if
+    killed) just before the N-th atomic write of this process would rename its finished file."""
+    global _WRITES
+    at = os.environ.get("KMAT_FAULT_KILL_AT_WRITE")
+    if not at:
+        return
+    _WRITES += 1
+    if _WRITES == int(at):
+        os._exit(137)
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename: readers see the old file
+    or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -23,6 +39,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _fault_point(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
