@@ -106,7 +106,7 @@ def predicted_classes(confusion: list[list[int]] | None) -> int | None:
 def collapsed_runs(rows: list[dict]) -> list[str]:
     """``task/label/setting seed S`` of every run that predicted a single low-end class."""
     return [
-        f"{r['task']}/{r['label']}/{r['setting']} seed {r['seed']}"
+        f"{r['task']}/{r.get('run_label', r['label'])}/{r['setting']} seed {r['seed']}"
         for r in rows
         if r.get("low_predicted_classes") == 1
     ]
