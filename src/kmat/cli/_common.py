@@ -41,6 +41,7 @@ def setup_logging(verbose: int = 0) -> None:
     logger.addHandler(err)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+    logging.raiseExceptions = False  # output piped into e.g. `head`: no logging traceback on a closed pipe
 
 
 class _LevelFormatter(logging.Formatter):

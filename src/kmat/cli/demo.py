@@ -12,8 +12,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="the whole paper on built-in synthetic data and a small backbone (offline, CPU)",
         description="Generate (or reuse) the SynthMed benchmark and the demo backbone, run Table 2 "
         "(six methods, three seeds) and Table 3 (the eight ablation rows, one seed) "
-        "through the same driver as kmat reproduce, and print the tables. About five "
-        "minutes on a 2-core CPU the first time, less afterwards; --quick runs Table 2 "
+        "through the same driver as kmat reproduce, and print the tables. The README gives the times "
+        "measured on a 2-core CPU; --quick runs Table 2 "
         "with one seed only.",
     )
     p.add_argument("--out", default="kmat-demo", help="output folder (default: ./kmat-demo)")
