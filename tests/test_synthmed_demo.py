@@ -108,9 +108,12 @@ def test_synthderm_acquisitions_differ():
 def tiny_demo_backbone(tmp_path_factory):
     from kmat.tools.demo_backbone import build_demo_backbone
 
-    return build_demo_backbone(
+    threads = torch.get_num_threads()
+    folder = build_demo_backbone(
         tmp_path_factory.mktemp("demo_bb"), n_per_class=6, epochs=1, batch_size=12, show_progress=False
     )
+    assert torch.get_num_threads() == threads  # the build's single thread is given back
+    return folder
 
 
 def test_demo_backbone_loads_through_local_dir(tiny_demo_backbone):

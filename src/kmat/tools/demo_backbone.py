@@ -9,12 +9,13 @@ photograph), ``n_per_class`` images per class and modality of each pair, drawn f
 pool disjoint from the benchmark's splits, in batches of one pair each (so that a batch's negatives
 share its physics), with captions generated from each image's rendered attributes; a fifth of the
 captions name the class (2 % are only the class name, as terse figure labels are, and 3 % are short
-"modality + class name" captions). The result is saved in
-open_clip ``local-dir`` format and loaded through the same code path as BiomedCLIP.
+"modality + class name" captions). The result is saved in open_clip ``local-dir`` format and
+loaded through the same code path as BiomedCLIP.
 
-Build it with ``kmat demo-backbone --out DIR`` (seeded, documented defaults). The package ships the
-copy built with the defaults (``kmat/assets/demo_backbone``, about 2 MB); without it, ``kmat demo``
-builds it on first use into ``$KMAT_CACHE/demo_backbone-v2`` and reuses it afterwards.
+Build it with ``kmat demo-backbone --out DIR`` (seeded, documented defaults, one CPU thread: about
+five minutes on a 2-core CPU). The package ships the copy built with the defaults
+(``kmat/assets/demo_backbone``, 1.8 MB); without it, ``kmat demo`` builds it on first use into
+``$KMAT_CACHE/demo_backbone-v2`` and reuses it afterwards.
 """
 
 from __future__ import annotations
@@ -68,7 +69,31 @@ def build_demo_backbone(
     weight_decay: float = 0.05,
     show_progress: bool = True,
 ) -> Path:
-    """Pre-train the demo backbone and write it to ``folder`` (see module docstring)."""
+    """Pre-train the demo backbone and write it to ``folder`` (see module docstring).
+
+    It runs on one CPU thread (restored afterwards): float reductions split over threads sum in
+    another order, so a build with another number of threads gives other weights. This way a
+    rebuild with the defaults gives the shipped weights (same library versions), at some cost in
+    speed: about 5 minutes here, against about 3.7 on two threads (2-core CPU).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(folder, seed, n_per_class, epochs, batch_size, lr, weight_decay, show_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(
+    folder: str | Path,
+    seed: int,
+    n_per_class: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    show_progress: bool,
+) -> Path:
     import open_clip
 
     from kmat.backbone import local_text_config
@@ -183,7 +208,7 @@ def shipped_demo_backbone() -> Path | None:
 
 
 def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
-    """The demo backbone: the shipped copy, else built on first use (about two minutes on a 2-core
+    """The demo backbone: the shipped copy, else built on first use (about five minutes on a 2-core
     CPU) and cached. ``overrides`` of :data:`DEFAULTS` (e.g. a tiny ``n_per_class`` for tests) are
     built into their own cache folder. A build is logged when it starts.
     """
