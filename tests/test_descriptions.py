@@ -31,13 +31,15 @@ SHIPPED = {
     "breast": (["mammography", "ultrasound"], ["normal", "benign", "malignant"]),
     "chest": (["ct", "xray"], ["covid19", "common_pneumonia", "normal"]),
     "synthmed": (["synth_mammo", "synth_sono"], ["normal", "benign", "malignant"]),
+    "synthderm": (["synth_dermoscopy", "synth_clinical"], ["nevus", "melanoma", "keratosis"]),
 }
 
 
-def test_shipped_synthmed_descriptions_match_the_generator():
-    from kmat.tools.synthmed import descriptions
+@pytest.mark.parametrize("task", ["synthmed", "synthderm"])
+def test_shipped_synthetic_descriptions_match_the_generator(task):
+    from kmat.tools.synthmed import pairs
 
-    assert json.loads(shipped_path("synthmed").read_text()) == descriptions()
+    assert json.loads(shipped_path(task).read_text()) == pairs()[task].descriptions()
 
 
 @pytest.mark.parametrize("task", sorted(SHIPPED))

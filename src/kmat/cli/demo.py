@@ -10,11 +10,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "demo",
         parents=parents,
         help="the whole paper on built-in synthetic data and a small backbone (offline, CPU)",
-        description="Generate (or reuse) the SynthMed benchmark and the demo backbone, run Table 2 "
-        "(six methods, three seeds) and Table 3 (the eight ablation rows, one seed) "
-        "through the same driver as kmat reproduce, and print the tables. The README gives the times "
-        "measured on a 2-core CPU; --quick runs Table 2 "
-        "with one seed only.",
+        description="Generate (or reuse) the SynthMed benchmark's two tasks (synthmed: mammogram -> "
+        "sonogram, far-domain; synthderm: dermoscopy image -> clinical photograph, near-domain) and "
+        "load the demo backbone, run Table 2 (six methods, three seeds, both tasks and their average) "
+        "and Table 3 (the eight ablation rows, one seed, averaged over both tasks) through the same "
+        "driver as kmat reproduce, and print the tables. Run times on a 2-core CPU are in the README "
+        '("The demo"); a second run reuses the cached data and features; --quick runs Table 2 with '
+        "one seed only.",
     )
     p.add_argument("--out", default="kmat-demo", help="output folder (default: ./kmat-demo)")
     p.add_argument("--quick", action="store_true", help="Table 2 with seed 1 only; no Table 3")
@@ -28,10 +30,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         nargs=3,
         metavar=("TRAIN", "VAL", "TEST"),
         default=None,
-        help="SynthMed images per class and split (default 100 20 40)",
+        help="images per class and split of each SynthMed task (default: 100 20 40 each)",
     )
     adv.add_argument(
-        "--pretrain-images", type=int, default=None, help="demo backbone: images per class/modality"
+        "--pretrain-images",
+        type=int,
+        default=None,
+        help="demo backbone: images per class and modality of each pair",
     )
     adv.add_argument("--pretrain-epochs", type=int, default=None, help="demo backbone: pre-training epochs")
     p.set_defaults(func=run)

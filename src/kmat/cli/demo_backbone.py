@@ -9,13 +9,19 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p = sub.add_parser(
         "demo-backbone",
         parents=parents,
-        help="pre-train the demo backbone on SynthMed captions into a folder",
+        help="pre-train the demo backbone on captions of both SynthMed pairs into a folder",
         description="Build the small BiomedCLIP-family demo backbone (seeded; see "
         "kmat.tools.demo_backbone for the recipe) and save it in open_clip local-dir format.",
     )
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--n-per-class", dest="n_per_class", type=int, default=None, help="default 300")
+    p.add_argument(
+        "--n-per-class",
+        dest="n_per_class",
+        type=int,
+        default=None,
+        help="images per class and modality of each pair (default 250)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="default 40")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="default 64")
     p.add_argument("--lr", type=float, default=None, help="default 2e-3")

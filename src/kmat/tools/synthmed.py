@@ -15,6 +15,12 @@ cues that separate classes on the mammogram do not carry over; shape and margin 
 
 Every image comes with its attributes, from which captions (for pre-training the demo backbone)
 and descriptions (for K-MaT's anchors) are generated with the same vocabulary.
+
+This is SynthMed's far-domain pair (task ``synthmed``). The benchmark has a second, near-domain
+pair in :mod:`kmat.tools.synthderm` (task ``synthderm``: dermoscopy -> clinical photograph). What
+the pairs share lives here: :class:`SynthPair` (a pair's classes, modalities, renderers and text),
+the task-folder writer :func:`write_task`, the description generator :func:`feature_descriptions`,
+noise helpers, and :func:`pairs`, both pairs by task name.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,12 +57,12 @@ class Attributes:
     posterior: str  # "none", "enhancement", "shadowing" (sonogram only)
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     return x, y
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray:
     """Value noise: a coarse random grid bilinearly upsampled, in [0, 1]."""
     n = max(2, size // scale + 2)
     coarse = rng.random((n, n))
@@ -74,7 +81,7 @@ def _lesion(rng: np.random.Generator, cls: str, size: int) -> tuple[np.ndarray, 
             "cy": 0,
             "r": 0,
         }
-    x, y = _grid(size)
+    x, y = grid(size)
     cx, cy = rng.uniform(0.32, 0.68, 2) * size
     big = rng.random() < 0.5
     r = rng.uniform(0.17, 0.22) * size if big else rng.uniform(0.11, 0.15) * size
@@ -122,13 +129,13 @@ def render_mammo(
 ) -> tuple[np.ndarray, Attributes]:
     """High-end physics: bright dense masses on fine fibroglandular texture, sharp, high contrast."""
     mask, geo = _lesion(rng, cls, size)
-    tissue = 0.18 + 0.22 * _smooth_noise(rng, size, 12) + 0.12 * _smooth_noise(rng, size, 3)
+    tissue = 0.18 + 0.22 * smooth_noise(rng, size, 12) + 0.12 * smooth_noise(rng, size, 3)
     tissue += rng.normal(0, 0.03, (size, size))
     calc = False
     if cls == "benign":
         img = tissue + contrast * mask * rng.uniform(0.5, 0.6)
     elif cls == "malignant":
-        hetero = 0.4 + 0.6 * _smooth_noise(rng, size, 3)
+        hetero = 0.4 + 0.6 * smooth_noise(rng, size, 3)
         img = tissue + contrast * mask * rng.uniform(0.35, 0.45) * hetero
         calc = rng.random() < 0.85
         if calc:
@@ -147,10 +154,10 @@ def render_sono(
 ) -> tuple[np.ndarray, Attributes]:
     """Low-end physics: fan-shaped view, speckle, blur, inverted contrast, posterior features."""
     mask, geo = _lesion(rng, cls, size)
-    x, y = _grid(size)
+    x, y = grid(size)
     layers = 0.45 + 0.12 * np.sin(y / size * math.pi * rng.uniform(2, 4) + rng.uniform(0, 6))
     layers[y < size * 0.12] *= 0.5  # dark subcutaneous fat band
-    img = layers * (0.85 + 0.3 * _smooth_noise(rng, size, 10))
+    img = layers * (0.85 + 0.3 * smooth_noise(rng, size, 10))
     posterior = "none"
     if cls != "normal":
         below = (y > geo["cy"]) & (np.abs(x - geo["cx"]) < geo["r"] * 0.9)
@@ -160,7 +167,7 @@ def render_sono(
             img = img + below * fade * 0.3 * contrast * (1 - mask)
             posterior = "enhancement"
         else:
-            hetero = 0.5 + 0.5 * _smooth_noise(rng, size, 4)
+            hetero = 0.5 + 0.5 * smooth_noise(rng, size, 4)
             img = img * (1 - 0.7 * contrast * mask * hetero)
             img = img * (1 - below * fade * 0.7 * contrast * (1 - mask))
             posterior = "shadowing"
@@ -194,8 +201,7 @@ def sample_image(
     :data:`TASK_CONTRAST`, fainter than the pre-training pool: a domain shift like the one between
     a foundation model's pre-training figures and a clinical dataset).
     """
-    arr, attrs = RENDER[role](seeded_rng(seed, pool, role, cls, index), cls, size, contrast)
-    return Image.fromarray((arr * 255).astype(np.uint8)).convert("RGB"), attrs
+    return PAIR.sample_image(seed, role, cls, index, pool=pool, size=size, contrast=contrast)
 
 
 # ----------------------------------------------------------------------------- text
@@ -314,34 +320,181 @@ _DESC_FEATURES = {
 }
 
 
-def descriptions(n: int = 56) -> dict[str, dict[str, list[str]]]:
-    """Descriptions per (modality, class) written with the renderer's vocabulary (deterministic)."""
+DESCRIPTION_TEMPLATES = [
+    "A {name} on a {mod} shows {a} and {b}.",
+    "On a {mod}, {a} with {b} indicates a {name}.",
+    "A {mod} of a {name} typically presents {a} together with {b}.",
+    "Look for {a} and {b} when a {name} is seen on a {mod}.",
+]
+
+
+def feature_descriptions(
+    features: dict[tuple[str, str], list[str]],
+    classes: list[str],
+    classnames: dict[str, str],
+    modalities: dict[str, tuple[str, str]],
+    n: int = 56,
+    templates: list[str] = DESCRIPTION_TEMPLATES,
+) -> dict[str, dict[str, list[str]]]:
+    """Descriptions ``{modality key: {class: [sentence]}}``: every template filled with every pair
+    of the (role, class)'s features, in a seeded order, the first ``n`` (deterministic)."""
     out: dict[str, dict[str, list[str]]] = {}
-    for role, (key, shown) in MODALITIES.items():
+    for role, (key, shown) in modalities.items():
         out[key] = {}
-        for cls in CLASSES:
-            feats = _DESC_FEATURES[(role, cls)]
-            name = CLASSNAMES[cls]
+        for cls in classes:
+            feats = features[(role, cls)]
+            name = classnames[cls]
             sents: list[str] = []
-            templates = [
-                "A {name} on a {mod} shows {a} and {b}.",
-                "On a {mod}, {a} with {b} indicates a {name}.",
-                "A {mod} of a {name} typically presents {a} together with {b}.",
-                "Look for {a} and {b} when a {name} is seen on a {mod}.",
-            ]
             for t in templates:
                 for i, a in enumerate(feats):
                     for b in feats[i + 1 :]:
                         s = t.format(name=name, mod=shown, a=a, b=b)
                         if s not in sents:
                             sents.append(s)
-            rng = np.random.default_rng(len(key) * 31 + CLASSES.index(cls))
+            rng = np.random.default_rng(len(key) * 31 + classes.index(cls))
             order = rng.permutation(len(sents))
             out[key][cls] = [sents[i] for i in order[:n]]
     return out
 
 
-# ----------------------------------------------------------------------------- task folder
+def descriptions(n: int = 56) -> dict[str, dict[str, list[str]]]:
+    """Descriptions per (modality, class) written with the renderer's vocabulary (deterministic)."""
+    return feature_descriptions(_DESC_FEATURES, CLASSES, CLASSNAMES, MODALITIES, n)
+
+
+# ----------------------------------------------------------------------------- pairs
+Renderer = Callable[[np.random.Generator, str, int, float], tuple[np.ndarray, Any]]
+Captioner = Callable[[Any, np.random.Generator, bool, bool], str]
+
+
+@dataclass(frozen=True, eq=False)
+class SynthPair:
+    """One pair of SynthMed: the same classes through a high-end and a low-end renderer, and text
+    generated from the rendered attributes.
+
+    ``render[role](rng, cls, size, contrast)`` returns an image in [0, 1] (``(H, W)`` grey or
+    ``(H, W, 3)`` colour) and its attributes (with ``cls`` and ``modality``);
+    ``caption(attrs, rng, with_class, short)`` a pre-training caption; ``descriptions()`` the
+    shipped descriptions ``{modality key: {class: [sentence]}}``. ``namespace`` prefixes the
+    parts of every image's seeded generator (so that two pairs never share a random stream).
+    """
+
+    task: str
+    title: str
+    module: str
+    version: str
+    classes: list[str]
+    classnames: dict[str, str]
+    modalities: dict[str, tuple[str, str]]  # role -> (modality key, display name)
+    render: Mapping[str, Renderer]
+    caption: Captioner
+    descriptions: Callable[[], dict[str, dict[str, list[str]]]]
+    splits: dict[str, int]  # default images per class and modality in each split
+    size: int
+    task_contrast: float
+    namespace: tuple[str, ...] = ()
+
+    def sample_image(
+        self,
+        seed: int,
+        role: str,
+        cls: str,
+        index: int,
+        pool: str = "task",
+        size: int | None = None,
+        contrast: float = 1.0,
+    ) -> tuple[Image.Image, Any]:
+        """Image ``index`` of a class in a modality (RGB) and its attributes; depends only on the
+        arguments. ``contrast`` scales the lesion against its background (the benchmark uses
+        :attr:`task_contrast`)."""
+        rng = seeded_rng(*self.namespace, seed, pool, role, cls, index)
+        arr, attrs = self.render[role](rng, cls, size or self.size, contrast)
+        return Image.fromarray((arr * 255).astype(np.uint8)).convert("RGB"), attrs
+
+
+def write_task(
+    pair: SynthPair,
+    folder: str | Path,
+    seed: int = 0,
+    splits: dict[str, int] | None = None,
+    size: int | None = None,
+    contrast: float | None = None,
+) -> Path:
+    """Write a pair's task folder (images, manifests, task.json, descriptions.json); idempotent."""
+    folder = Path(folder)
+    splits = splits or pair.splits
+    size = size or pair.size
+    contrast = pair.task_contrast if contrast is None else contrast
+    name = pair.task
+    spec: dict[str, Any] = {
+        "task": name,
+        "title": pair.title,
+        "classes": pair.classes,
+        "classnames": pair.classnames,
+        "high_end": {
+            "dataset": name,
+            "modality": pair.modalities["high"][0],
+            "display_name": pair.modalities["high"][1],
+            "manifest": f"{name}__high.csv",
+        },
+        "low_end": {
+            "dataset": name,
+            "modality": pair.modalities["low"][0],
+            "display_name": pair.modalities["low"][1],
+            "manifest": f"{name}__low.csv",
+        },
+        "expected_counts": {
+            r: {s: n * len(pair.classes) for s, n in splits.items()} for r in ("high_end", "low_end")
+        },
+        "split_provenance": {
+            "high_end": f"generated by {pair.module} (seed={seed})",
+            "low_end": f"generated by {pair.module} (seed={seed})",
+        },
+        "generator": {"seed": seed, "splits": splits, "size": size, "contrast": contrast},
+    }
+    for role, key in (("high", "high_end"), ("low", "low_end")):
+        mod = pair.modalities[role][0]
+        rows = []
+        index = 0
+        for split, n in splits.items():
+            for cls in pair.classes:
+                for i in range(n):
+                    rel = f"images/{mod}/{split}/{cls}_{i:04d}.png"
+                    path = folder / rel
+                    if not path.is_file():
+                        img, _ = pair.sample_image(
+                            seed, role, cls, index + i, pool=split, size=size, contrast=contrast
+                        )
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        img.save(path)
+                    rows.append([rel, cls, split, mod, name, rel])
+            index += n
+        with open(folder / spec[key]["manifest"], "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label", "split", "modality", "dataset", "group_id"])
+            w.writerows(rows)
+    (folder / "descriptions.json").write_text(json.dumps(pair.descriptions(), indent=2) + "\n")
+    (folder / "task.json").write_text(json.dumps(spec, indent=2))
+    return folder
+
+
+PAIR = SynthPair(
+    task="synthmed",
+    title="SynthMed: synthetic mammogram -> sonogram",
+    module="kmat.tools.synthmed",
+    version="v1",
+    classes=CLASSES,
+    classnames=CLASSNAMES,
+    modalities=MODALITIES,
+    render=RENDER,
+    caption=caption,
+    descriptions=descriptions,
+    splits=SPLITS,
+    size=IMAGE_SIZE,
+    task_contrast=TASK_CONTRAST,
+)
+
+
 def write_synthmed(
     folder: str | Path,
     seed: int = 0,
@@ -349,56 +502,13 @@ def write_synthmed(
     size: int = IMAGE_SIZE,
     contrast: float = TASK_CONTRAST,
 ) -> Path:
-    """Write the SynthMed task (images, manifests, task.json, descriptions.json); idempotent."""
-    folder = Path(folder)
-    splits = splits or SPLITS
-    spec: dict[str, Any] = {
-        "task": "synthmed",
-        "title": "SynthMed: synthetic mammogram -> sonogram",
-        "classes": CLASSES,
-        "classnames": CLASSNAMES,
-        "high_end": {
-            "dataset": "synthmed",
-            "modality": MODALITIES["high"][0],
-            "display_name": MODALITIES["high"][1],
-            "manifest": "synthmed__high.csv",
-        },
-        "low_end": {
-            "dataset": "synthmed",
-            "modality": MODALITIES["low"][0],
-            "display_name": MODALITIES["low"][1],
-            "manifest": "synthmed__low.csv",
-        },
-        "expected_counts": {
-            r: {s: n * len(CLASSES) for s, n in splits.items()} for r in ("high_end", "low_end")
-        },
-        "split_provenance": {
-            "high_end": f"generated by kmat.tools.synthmed (seed={seed})",
-            "low_end": f"generated by kmat.tools.synthmed (seed={seed})",
-        },
-        "generator": {"seed": seed, "splits": splits, "size": size, "contrast": contrast},
-    }
-    for role, key in (("high", "high_end"), ("low", "low_end")):
-        mod = MODALITIES[role][0]
-        rows = []
-        index = 0
-        for split, n in splits.items():
-            for cls in CLASSES:
-                for i in range(n):
-                    rel = f"images/{mod}/{split}/{cls}_{i:04d}.png"
-                    path = folder / rel
-                    if not path.is_file():
-                        img, _ = sample_image(
-                            seed, role, cls, index + i, pool=split, size=size, contrast=contrast
-                        )
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        img.save(path)
-                    rows.append([rel, cls, split, mod, "synthmed", rel])
-            index += n
-        with open(folder / spec[key]["manifest"], "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label", "split", "modality", "dataset", "group_id"])
-            w.writerows(rows)
-    (folder / "descriptions.json").write_text(json.dumps(descriptions(), indent=2) + "\n")
-    (folder / "task.json").write_text(json.dumps(spec, indent=2))
-    return folder
+    """Write the SynthMed mammogram -> sonogram task (:func:`write_task`); idempotent."""
+    return write_task(PAIR, folder, seed=seed, splits=splits, size=size, contrast=contrast)
+
+
+def pairs() -> dict[str, SynthPair]:
+    """SynthMed's pairs by task name, in the demo's order: far-domain ``synthmed`` (this module)
+    and near-domain ``synthderm`` (:mod:`kmat.tools.synthderm`)."""
+    from kmat.tools import synthderm
+
+    return {p.task: p for p in (PAIR, synthderm.PAIR)}
