@@ -55,7 +55,7 @@ def test_method_options_reach_result_json(tiny_model_dir, toy_task_master, tmp_p
     res = json.loads((tmp_path / "kg" / "result.json").read_text())
     assert res["config"]["method_config"]["W"] == 2.0
     assert res["config"]["method_config"]["momentum"] == 0.9  # the whole recipe is recorded
-    assert res["schema_version"] == 2
+    assert res["schema_version"] == 3
     assert (
         _train(
             tiny_model_dir,

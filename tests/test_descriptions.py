@@ -37,7 +37,7 @@ SHIPPED = {
 
 @pytest.mark.parametrize("task", ["synthmed", "synthderm"])
 def test_shipped_synthetic_descriptions_match_the_generator(task):
-    from kmat.tools.synthmed import pairs
+    from kmat.tools.synthpairs import pairs
 
     assert json.loads(shipped_path(task).read_text()) == pairs()[task].descriptions()
 

@@ -10,7 +10,8 @@ from kmat.backbone import load_backbone
 from kmat.cli import main
 from kmat.data.task import load_task
 from kmat.tools import synthderm
-from kmat.tools.synthmed import caption, pairs, sample_image, write_synthmed
+from kmat.tools.synthmed import caption, sample_image, write_synthmed
+from kmat.tools.synthpairs import pairs
 
 TINY = {"train": 4, "val": 2, "test": 3}
 

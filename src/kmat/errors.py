@@ -43,6 +43,10 @@ class RunConflictError(KmatError):
     """A run would overwrite a run made with another configuration."""
 
 
+class RunBusyError(RunConflictError):
+    """Another kmat process is writing the same run folder right now."""
+
+
 class PrepareError(KmatError, ValueError):
     """A raw dataset folder cannot be turned into a manifest (the message says what and where)."""
 

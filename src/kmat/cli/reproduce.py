@@ -162,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
     from kmat.report.results import write_report
 
     write_report(out, (args.table,), args.std, args.compare_paper, figures=not args.no_figures)
+    if report.busy:
+        print(
+            f"\n{len(report.busy)} run(s) were being run by another kmat process and are not in these "
+            f"tables yet; when it is done, `kmat table {out}` rebuilds them",
+            file=sys.stderr,
+        )
     if report.failed:
         print(f"\n{len(report.failed)} run(s) failed (details in their error.json):", file=sys.stderr)
         for name, err in report.failed:

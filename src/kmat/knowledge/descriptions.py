@@ -52,6 +52,11 @@ def validate_descriptions(
     return {m: {c: [s.strip() for s in data[m][c]] for c in classes} for m in modalities}
 
 
+def descriptions_source(task: Task) -> Path | None:
+    """The descriptions file a run of ``task`` reads: its folder's, else the shipped one, else None."""
+    return task.descriptions_path if task.descriptions_path is not None else shipped_path(task.name)
+
+
 def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, list[str]]]:
     """Descriptions of a task: its folder's ``descriptions.json``, else the shipped file of its name."""
     path = task.descriptions_path

@@ -14,14 +14,22 @@ from typing import Any
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.data.task import Task, load_task, resolve_task, task_name
-from kmat.errors import KmatError
+from kmat.errors import KmatError, RunBusyError
 from kmat.features import FeatureStore
 from kmat.methods.config import options_of
 from kmat.run.config import RunConfig
 from kmat.run.device import resolve_device
 from kmat.run.experiments import RunSpec
 from kmat.run.layout import RunLayout
-from kmat.run.runner import existing_identity, resolve_method_config, run, run_identity
+from kmat.run.lock import run_lock
+from kmat.run.runner import (
+    existing_identity,
+    resolve_method_config,
+    run,
+    run_identity,
+    stale_inputs,
+)
+from kmat.run.schema import CONFIG_KEYS, differences
 from kmat.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,7 @@ class GridReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # dry run only
+    busy: list[str] = field(default_factory=list)  # being written by another process: left to it
 
 
 def resolve_tasks(tasks: list[str], data_root: str | None) -> list[tuple[str, str]]:
@@ -65,10 +74,24 @@ def _run_config(spec: RunSpec, out: str | Path, settings: GridSettings) -> RunCo
     )
 
 
-def is_done(cfg: RunConfig, task: Task) -> bool:
-    """A run is done when its folder holds a result with the same identity (configuration)."""
+def done_state(cfg: RunConfig, task: Task, backbone: Backbone | None) -> tuple[bool, str]:
+    """Whether ``cfg``'s run is done: its folder holds a result of the same configuration made from
+    the same inputs (backbone weights, when ``backbone`` is given, and task data). Else why not:
+    ``""`` (no finished run there), the stale inputs, or the configuration's differences."""
     existing = existing_identity(cfg.out)
-    return existing is not None and existing == run_identity(cfg, task, resolve_method_config(cfg, task))
+    if existing is None:
+        return False, ""
+    expected = run_identity(cfg, task, resolve_method_config(cfg, task), backbone)
+    config = differences(existing, expected, CONFIG_KEYS)
+    if config:
+        return False, "another configuration: " + "; ".join(config[:3])
+    stale = stale_inputs(existing, expected)
+    return (False, "stale: " + "; ".join(stale)) if stale else (True, "")
+
+
+def is_done(cfg: RunConfig, task: Task, backbone: Backbone | None = None) -> bool:
+    """A run is done when its folder holds a result of the same configuration and inputs."""
+    return done_state(cfg, task, backbone)[0]
 
 
 def _run_default(name: str) -> Any:
@@ -112,9 +135,13 @@ def run_grid(
             if spec.task_arg not in tasks:
                 tasks[spec.task_arg] = load_task(resolve_task(spec.task_arg, settings.data_root))
             task = tasks[spec.task_arg]
-            done = is_done(cfg, task)
+            if backbone is None and RunLayout.of(run_dir).exists():  # its weights decide "done" too
+                backbone = load_backbone(settings.backbone, device=resolve_device(settings.device))
+            done, why = done_state(cfg, task, backbone)
+        except BackboneError:
+            raise
         except KmatError as err:
-            task, done = None, False
+            task, done, why = None, False, ""
             if dry_run:
                 report.pending.append(name)
                 log.info("[%d/%d] pending  %s  (cannot be run as it is: %s)", i, n, name, err)
@@ -138,17 +165,31 @@ def run_grid(
                 name,
                 spec.method,
                 spec.options or "{}",
-                note,
+                f"; {why}" if why.startswith("stale") else note,
             )
             continue
         if backbone is None:
             backbone = load_backbone(settings.backbone, device=resolve_device(settings.device))
-        log.info("[%d/%d] running  %s", i, n, name)
+        if why.startswith("stale"):
+            log.info("[%d/%d] redoing  %s (its finished run is stale; the reason follows)", i, n, name)
+        else:
+            log.info("[%d/%d] running  %s", i, n, name)
         t0 = time.perf_counter()
         try:
             if task is None:  # the task failed to load above: raise its error again, here
                 task = load_task(resolve_task(spec.task_arg, settings.data_root))
-            res = run(cfg, backbone=backbone, store=store, task=task, overwrite=settings.overwrite)
+            with run_lock(run_dir):
+                if done_state(cfg, task, backbone)[0]:  # finished by another process meanwhile
+                    report.skipped.append(name)
+                    log.info("[%d/%d] done     %s (by another process meanwhile)", i, n, name)
+                    continue
+                res = run(
+                    cfg, backbone=backbone, store=store, task=task, overwrite=settings.overwrite, locked=True
+                )
+        except RunBusyError:
+            report.busy.append(name)
+            log.info("[%d/%d] busy     %s: another kmat process is running it; left to it", i, n, name)
+            continue
         except (BackboneError, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - recorded, the grid goes on
@@ -181,10 +222,11 @@ def run_grid(
         )
     if not dry_run:
         log.info(
-            "grid: %d run(s) finished, %d already done, %d failed, in %.1fs",
+            "grid: %d run(s) finished, %d already done, %d failed, in %.1fs%s",
             len(report.finished),
             len(report.skipped),
             len(report.failed),
             time.perf_counter() - t_grid,
+            f"; {len(report.busy)} left to another process running them" if report.busy else "",
         )
     return report

@@ -94,6 +94,11 @@ class RunLayout:
         return self.folder.with_name(f".{self.folder.name}.partial")
 
     @property
+    def lock_file(self) -> Path:
+        """The sibling file a process holds locked while it writes this run (:mod:`kmat.run.lock`)."""
+        return self.folder.with_name(f".{self.folder.name}.lock")
+
+    @property
     def previous(self) -> Path:
         """Where the run being replaced waits while the new one is swapped in."""
         return self.folder.with_name(f".{self.folder.name}.old")

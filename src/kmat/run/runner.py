@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import os
 import platform
 import random
@@ -17,10 +19,12 @@ import torch
 from kmat import __version__
 from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
+from kmat.data.fingerprint import data_fingerprint
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, save_checkpoint, train
 from kmat.errors import CheckpointError, RunConflictError, TrainingDivergedError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
+from kmat.knowledge.descriptions import descriptions_source
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext
 from kmat.methods.config import MethodConfig, resolve_config
@@ -28,8 +32,20 @@ from kmat.metrics import classification_metrics, cross_modal_summary
 from kmat.run.config import RunConfig
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
-from kmat.run.schema import SCHEMA_VERSION, differences, identity, identity_of, read_result
+from kmat.run.lock import run_lock
+from kmat.run.schema import (
+    CONFIG_KEYS,
+    INPUT_KEYS,
+    SCHEMA_VERSION,
+    differences,
+    identity,
+    identity_of,
+    read_result,
+)
+from kmat.utils.cache import file_sha256
 from kmat.utils.io import atomic_save_safetensors, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def save_embeddings(method: Method, path: Path) -> None:
@@ -86,8 +102,26 @@ def published_defaults_record(cfg: RunConfig, task: Task) -> dict[str, Any] | No
     return {"values": published.values, "source": published.source, "overridden_by_user": overridden}
 
 
-def run_identity(cfg: RunConfig, task: Task, method_config: MethodConfig) -> dict[str, Any]:
-    """What a finished run of ``cfg`` records as its identity (see :mod:`kmat.run.schema`)."""
+def task_fingerprint(task: Task) -> str:
+    """The task's data fingerprint (:func:`kmat.data.fingerprint.data_fingerprint`) combined with the
+    bytes of the descriptions file its runs read (when there is one)."""
+    h = hashlib.sha256(data_fingerprint(task).encode())
+    source = descriptions_source(task)
+    if source is not None and Path(source).is_file():
+        h.update(file_sha256(source).encode())
+    return h.hexdigest()[:16]
+
+
+def weights_digest(backbone: Backbone) -> str:
+    """The sha256 prefix of a backbone's weights (the part of its identity after ``@``)."""
+    return backbone.identity().rpartition("@")[2]
+
+
+def run_identity(
+    cfg: RunConfig, task: Task, method_config: MethodConfig, backbone: Backbone | None = None
+) -> dict[str, Any]:
+    """What a finished run of ``cfg`` records as its identity (see :mod:`kmat.run.schema`); without
+    ``backbone`` its weights are left out (``None``)."""
     return identity(
         method=cfg.method,
         task=task.name,
@@ -97,7 +131,24 @@ def run_identity(cfg: RunConfig, task: Task, method_config: MethodConfig) -> dic
         precision=cfg.precision,
         augment=cfg.augment,
         method_config=method_config.to_dict(),
+        backbone_weights=None if backbone is None else weights_digest(backbone),
+        task_data=task_fingerprint(task),
     )
+
+
+def stale_inputs(existing: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """What changed in a finished run's inputs (backbone weights, task data) against ``expected``;
+    an input the result does not record (older kmat) counts as changed. Keys that ``expected``
+    leaves at ``None`` (not known to the caller) are not compared."""
+    keys = tuple(k for k in INPUT_KEYS if expected.get(k) is not None)
+    out = []
+    for line in differences(existing, expected, keys):
+        key = line.partition(":")[0]
+        if existing.get(key) is None:
+            out.append(f"{key}: not recorded by the kmat that made the run")
+        else:
+            out.append(f"{key} changed ({line.partition(': ')[2]})")
+    return out
 
 
 def existing_identity(folder: str | Path) -> dict[str, Any] | None:
@@ -113,18 +164,24 @@ def existing_identity(folder: str | Path) -> dict[str, Any] | None:
 
 
 def check_run_folder(folder: str | Path, expected: dict[str, Any], overwrite: bool = False) -> None:
-    """Refuse to replace a finished run made with another configuration (unless ``overwrite``)."""
+    """Refuse to replace a finished run made with another configuration (unless ``overwrite``); a
+    run of the same configuration whose inputs have changed since (stale) is replaced, with a
+    warning that says why."""
     existing = None if overwrite else existing_identity(folder)
     if existing is None:
         return
     layout = RunLayout.of(folder)
-    diff = differences(existing, expected)
-    if diff:
-        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-        raise RunConflictError(
-            f"{layout.folder} holds a run with another configuration ({shown}); "
-            "choose another output folder, or allow overwriting it"
-        )
+    diff = differences(existing, expected, CONFIG_KEYS)
+    if not diff:
+        stale = stale_inputs(existing, expected)
+        if stale:
+            log.info("%s: replacing a stale run: %s", layout.folder, "; ".join(stale))
+        return
+    shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+    raise RunConflictError(
+        f"{layout.folder} holds a run with another configuration ({shown}); "
+        "choose another output folder, or allow overwriting it"
+    )
 
 
 def build_method(
@@ -228,14 +285,29 @@ def run(
     store: FeatureStore | None = None,
     task: Task | None = None,
     overwrite: bool = False,
+    locked: bool = False,
 ) -> dict:
     """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it.
 
     ``backbone``, ``store`` and ``task`` (``cfg.task`` already loaded) let a grid share them between runs.
     A finished run of another configuration in ``cfg.out`` is a :class:`RunConflictError` unless
-    ``overwrite``.
+    ``overwrite``. The run holds ``cfg.out``'s lock (:mod:`kmat.run.lock`) while it works, unless the
+    caller holds it already (``locked``); another process holding it is a :class:`RunBusyError`.
     """
     cfg.validate()
+    if locked:
+        return _run(cfg, backbone, store, task, overwrite)
+    with run_lock(cfg.out):
+        return _run(cfg, backbone, store, task, overwrite)
+
+
+def _run(
+    cfg: RunConfig,
+    backbone: Backbone | None,
+    store: FeatureStore | None,
+    task: Task | None,
+    overwrite: bool,
+) -> dict:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -247,7 +319,8 @@ def run(
     timing["load_s"] = time.perf_counter() - t_start
 
     method_config = resolve_method_config(cfg, task)
-    check_run_folder(cfg.out, run_identity(cfg, task, method_config), overwrite)
+    expected = run_identity(cfg, task, method_config, backbone)
+    check_run_folder(cfg.out, expected, overwrite)
     t0 = time.perf_counter()
     method = build_method(cfg, task, backbone, method_config)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
@@ -298,6 +371,7 @@ def run(
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
     result = _result(cfg, task, backbone, method, per_role, timing, history)
+    result["config"]["task_data"] = expected["task_data"]
     result["val"] = _val_metrics(method, val_feats, task)
     atomic_write_json(layout.config, replay_config(cfg, method.cfg))
     atomic_write_json(layout.result, result)

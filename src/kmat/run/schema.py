@@ -1,7 +1,11 @@
 """The ``result.json`` of a run: its typed shape, its schema version, and the run's identity.
 
 ``identity`` is what makes two runs "the same run": a grid skips a run whose folder holds a result
-with the same identity, and a run refuses to replace a result with another identity unless told to.
+with the same identity, and a run refuses to replace a result of another *configuration* unless
+told to. The identity also holds the run's *inputs* (:data:`INPUT_KEYS`): the backbone's weights
+(sha256 prefix) and the task data's fingerprint (:mod:`kmat.data.fingerprint`, with the
+descriptions). A result whose inputs have changed since is stale: a grid redoes it, and a run may
+replace it without being told to (it says why).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any, TypedDict
 
 from kmat.errors import CheckpointError
 
-SCHEMA_VERSION = 2  # 1: before schema_version was written (same keys, no config.json)
+SCHEMA_VERSION = 3  # 1: no schema_version, no config.json; 2: no config.task_data
 
 
 class RoleMetrics(TypedDict):
@@ -44,7 +48,9 @@ class Result(TypedDict, total=False):
     versions: dict[str, str]
 
 
-IDENTITY_KEYS = ("method", "task", "shots", "seed", "backbone", "precision", "augment", "method_config")
+CONFIG_KEYS = ("method", "task", "shots", "seed", "backbone", "precision", "augment", "method_config")
+INPUT_KEYS = ("backbone_weights", "task_data")  # what the run read; None: not recorded (older kmat)
+IDENTITY_KEYS = CONFIG_KEYS + INPUT_KEYS
 
 
 def _normal(value: Any) -> Any:
@@ -60,8 +66,10 @@ def identity(
     precision: str,
     augment: bool,
     method_config: dict[str, Any],
+    backbone_weights: str | None = None,
+    task_data: str | None = None,
 ) -> dict[str, Any]:
-    """The settings that make a run's numbers what they are (JSON-normalised)."""
+    """The settings and inputs that make a run's numbers what they are (JSON-normalised)."""
     return _normal(
         {
             "method": method,
@@ -72,6 +80,8 @@ def identity(
             "precision": precision,
             "augment": augment,
             "method_config": method_config,
+            "backbone_weights": backbone_weights,
+            "task_data": task_data,
         }
     )
 
@@ -79,6 +89,7 @@ def identity(
 def identity_of(result: Result) -> dict[str, Any]:
     """The identity recorded in a result (older results: missing settings at their defaults)."""
     cfg = result.get("config", {})
+    weights = str(cfg.get("backbone_identity") or "").rpartition("@")[2]
     return identity(
         method=result.get("method", ""),
         task=result.get("task", ""),
@@ -88,13 +99,15 @@ def identity_of(result: Result) -> dict[str, Any]:
         precision=cfg.get("precision", "fp32"),
         augment=cfg.get("augment", True),
         method_config=cfg.get("method_config", {}),
+        backbone_weights=weights or None,
+        task_data=cfg.get("task_data"),
     )
 
 
-def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """``["seed: 1 -> 2", "method_config.lr: 0.002 -> 0.01"]`` between two identities."""
+def differences(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...] = IDENTITY_KEYS) -> list[str]:
+    """``["seed: 1 -> 2", "method_config.lr: 0.002 -> 0.01"]`` between two identities (over ``keys``)."""
     out = []
-    for k in IDENTITY_KEYS:
+    for k in keys:
         va, vb = a.get(k), b.get(k)
         if k == "method_config" and isinstance(va, dict) and isinstance(vb, dict):
             for name in sorted(set(va) | set(vb)):

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from kmat.run.experiments import TABLE2_METHODS, table2_grid, table3_grid
 from kmat.run.grid import GridSettings, run_grid
-from kmat.tools.synthmed import SynthPair, pairs, write_task
+from kmat.tools.synthmed import SynthPair, write_task
+from kmat.tools.synthpairs import pairs
 from kmat.utils.cache import cache_dir
 
 log = logging.getLogger(__name__)

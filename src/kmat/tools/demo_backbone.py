@@ -4,7 +4,7 @@ Architecture (``kmat.tools.tinymodel.ARCHS["demo"]``): open_clip ViT image tower
 64, 4 layers) and a BERT text tower (3 layers, width 96) with CLS pooling and an MLP projection
 to 64-d, its own word-piece vocabulary. It is trained contrastively (symmetric InfoNCE, learnable
 temperature) on images of **both** modalities of **both** SynthMed pairs
-(:func:`kmat.tools.synthmed.pairs`: mammogram -> sonogram and dermoscopy image -> clinical
+(:func:`kmat.tools.synthpairs.pairs`: mammogram -> sonogram and dermoscopy image -> clinical
 photograph), ``n_per_class`` images per class and modality of each pair, drawn from a pre-training
 pool disjoint from the benchmark's splits, in batches of one pair each (so that a batch's negatives
 share its physics), with captions generated from each image's rendered attributes; a fifth of the
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from kmat.errors import BackboneError, ConfigError
-from kmat.tools.synthmed import SynthPair, pairs
+from kmat.tools.synthmed import SynthPair
+from kmat.tools.synthpairs import pairs
 from kmat.utils.cache import cache_dir, content_hash
 from kmat.utils.progress import progress
 

@@ -504,11 +504,3 @@ def write_synthmed(
 ) -> Path:
     """Write the SynthMed mammogram -> sonogram task (:func:`write_task`); idempotent."""
     return write_task(PAIR, folder, seed=seed, splits=splits, size=size, contrast=contrast)
-
-
-def pairs() -> dict[str, SynthPair]:
-    """SynthMed's pairs by task name, in the demo's order: far-domain ``synthmed`` (this module)
-    and near-domain ``synthderm`` (:mod:`kmat.tools.synthderm`)."""
-    from kmat.tools import synthderm
-
-    return {p.task: p for p in (PAIR, synthderm.PAIR)}

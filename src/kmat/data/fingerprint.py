@@ -1,0 +1,35 @@
+"""A task's data fingerprint: what a run's numbers depend on in its task folder.
+
+``data_fingerprint(task)`` hashes the classes and their display names, each modality's name and
+display name, and every manifest row that a run can read (split, image key, label) together with
+the sha256 of the image's *bytes* (not its path or time stamp: a copied or moved dataset keeps its
+fingerprint; a replaced image, a re-split or relabelled manifest, or a removed row changes it).
+Image hashes are memoised per path, size and modification time (:func:`kmat.utils.cache.file_sha256`),
+so a grid hashes each image once, and the feature cache, keyed by the same hashes, hits the memo.
+
+A finished run records the fingerprint; a grid redoes a run whose task data has changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from kmat.data.task import Task
+from kmat.utils.cache import file_sha256
+
+_USED_SPLITS = ("train", "val", "test")  # "excluded" rows are never read by a run
+
+
+def data_fingerprint(task: Task) -> str:
+    """sha256 (first 16 hex digits) of the task's classes, modalities and used images (see module doc)."""
+    body: dict[str, object] = {"classes": task.classes, "classnames": task.classnames}
+    for mod in (task.high, task.low):
+        rows = sorted(
+            (s.split, s.rel, s.label, s.crop_border, file_sha256(s.path))
+            for s in mod.samples
+            if s.split in _USED_SPLITS
+        )
+        body[mod.role] = {"name": mod.name, "display_name": mod.display_name, "rows": rows}
+    blob = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
