@@ -39,6 +39,11 @@ class CheckpointError(KmatError, ValueError):
     """A checkpoint or run folder is missing, incomplete or does not match its method."""
 
 
+class ResultError(CheckpointError):
+    """A run's ``result.json`` is unreadable or not of the shape a report needs, or runs cannot be
+    put in one table (the message names the files and the fields)."""
+
+
 class RunConflictError(KmatError):
     """A run would overwrite a run made with another configuration."""
 

@@ -81,6 +81,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--std", action="store_true", help="add ± std over seeds to the table cells")
     p.add_argument("--compare-paper", action="store_true", help="print the paper's published numbers too")
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="after the grid, fail (exit status 2, writing no table) if any run under OUT would be "
+        "left out of the tables (an invalid result.json, runs of one cell with different configurations)",
+    )
     from kmat.run.experiments import SENSITIVITY_VALUES  # the registry, as add_method_flags below
 
     g = p.add_argument_group(
@@ -161,16 +167,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from kmat.report.results import write_report
 
-    write_report(out, (args.table,), args.std, args.compare_paper, figures=not args.no_figures)
-    if report.busy:
-        print(
-            f"\n{len(report.busy)} run(s) were being run by another kmat process and are not in these "
-            f"tables yet; when it is done, `kmat table {out}` rebuilds them",
-            file=sys.stderr,
+    try:
+        write_report(
+            out, (args.table,), args.std, args.compare_paper, figures=not args.no_figures, strict=args.strict
         )
-    if report.failed:
-        print(f"\n{len(report.failed)} run(s) failed (details in their error.json):", file=sys.stderr)
-        for name, err in report.failed:
+    finally:
+        if report.busy:
+            print(
+                f"\n{len(report.busy)} run(s) were being run by another kmat process and are not in these "
+                f"tables yet; when it is done, `kmat table {out}` rebuilds them",
+                file=sys.stderr,
+            )
+        _print_failed(report.failed)
+    return 1 if report.failed else 0
+
+
+def _print_failed(failed: list[tuple[str, str]]) -> None:
+    if failed:
+        print(f"\n{len(failed)} run(s) failed (details in their error.json):", file=sys.stderr)
+        for name, err in failed:
             print(f"  {name}: {err.splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0

@@ -14,7 +14,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         parents=parents,
         help="rebuild the tables, results.csv and figures from the runs in DIR",
         description="Rebuild OUT/table2.md, table3.md, sensitivity.md, results.csv and figures from "
-        "whatever result.json files exist under DIR/runs.",
+        "whatever result.json files exist under DIR/runs. A run whose result.json is unreadable or "
+        "invalid (e.g. a NaN metric), and a cell whose runs differ in configuration (e.g. one seed "
+        "with other epochs), is left out of the tables with a warning naming it; the tables say how "
+        "many runs they leave out. A cell whose seeds count differs from the others is named under "
+        "the table.",
     )
     p.add_argument("dir")
     p.add_argument(
@@ -27,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--std", action="store_true")
     p.add_argument("--compare-paper", action="store_true")
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit status 2, writing nothing) if any run would be left out of the tables",
+    )
     p.set_defaults(func=run)
 
 
@@ -36,5 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: no runs/ folder (is this a kmat reproduce output folder?)")
     from kmat.report.results import write_report
 
-    write_report(out, args.table, args.std, args.compare_paper, figures=not args.no_figures)
+    write_report(
+        out, args.table, args.std, args.compare_paper, figures=not args.no_figures, strict=args.strict
+    )
     return 0

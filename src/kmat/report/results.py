@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import statistics
 from collections import defaultdict
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kmat.errors import CheckpointError, ConfigError, KmatError
+from kmat.errors import ConfigError, KmatError, ResultError
 from kmat.report.sensitivity import sensitivity_markdown, sensitivity_studies, sensitivity_summary_text
 from kmat.run.experiments import (
     ABLATION_ROWS,
@@ -25,8 +27,8 @@ from kmat.run.experiments import (
     TABLE2_METHODS,
     TASK_DISPLAY,
 )
-from kmat.run.layout import iter_grid_runs
-from kmat.run.schema import read_result
+from kmat.run.layout import RunLayout, iter_grid_runs
+from kmat.run.schema import Result, differences, identity_of, read_checked_result
 from kmat.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -35,58 +37,166 @@ METRIC_KEYS = [(role, m) for role in ("high", "low", "h") for m in ("acc", "macr
 ROLE_LABEL = {"high": "Hi", "low": "Lo", "h": "H"}
 
 
-def collect(out: str | Path) -> list[dict]:
-    """One row per finished run under ``OUT/runs`` (:func:`kmat.run.layout.iter_grid_runs`).
+@dataclass
+class RunSet:
+    """The runs under ``OUT/runs`` as the reports see them (:func:`read_runs`).
+
+    ``rows``: one per run whose ``result.json`` is valid (``results.csv`` lists them all);
+    ``table_rows``: those of them that may be averaged, i.e. without the cells in ``mixed``;
+    ``invalid``: ``"<result.json>: <what is wrong>"`` per run left out;
+    ``mixed``: ``"<cell folder>: ..."`` per (task, label, setting) cell whose runs were made with
+    different configurations (left out of the tables, never averaged);
+    ``mixed_runs``: how many runs those cells hold.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    table_rows: list[dict] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    mixed: list[str] = field(default_factory=list)
+    mixed_runs: int = 0
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per run or cell left out of the tables."""
+        return self.invalid + self.mixed
+
+    @property
+    def skipped(self) -> int:
+        """How many runs the tables leave out."""
+        return len(self.invalid) + self.mixed_runs
+
+    def skipped_text(self) -> str:
+        """``"3 run(s) left out: ..."`` (markdown, a paragraph and a list), or "" when none is."""
+        if not self.skipped:
+            return ""
+        parts = []
+        if self.invalid:
+            parts.append(f"{len(self.invalid)} with an unreadable or invalid result.json")
+        if self.mixed:
+            parts.append(
+                f"{self.mixed_runs} in {len(self.mixed)} cell(s) whose runs have different configurations"
+            )
+        return f"**{self.skipped} run(s) left out of these tables** ({'; '.join(parts)}):\n\n" + "".join(
+            f"- {p}\n" for p in self.problems
+        )
+
+
+def config_key(result: Result) -> dict[str, Any]:
+    """What must be equal for runs to be averaged: the run's identity
+    (:func:`kmat.run.schema.identity_of`: method, task, shots, backbone, precision, augment and the
+    resolved ``method_config``) without the seed; the backbone by its weights where recorded (a
+    moved model folder is the same backbone)."""
+    key = identity_of(result)
+    key.pop("seed", None)
+    recorded = (result.get("config") or {}).get("backbone_identity")
+    if recorded:
+        key["backbone"] = f"weights {recorded.rpartition('@')[2]}"
+    return key
+
+
+def _row(task: str, label: str, setting: str, layout: RunLayout, res: Result) -> dict:
+    block: dict[str, Any] = dict(res["metrics"])
+    cfg: dict[str, Any] = res.get("config") or {}
+    per_class = res.get("per_class") or {}
+    confusion = res.get("confusion") or {}
+    return {
+        "task": task,
+        "label": label,
+        "setting": setting,
+        "tag": setting.partition("-")[2],
+        "method": res.get("method", label),
+        "seed": res.get("seed"),
+        "shots": res.get("shots"),
+        "backbone": res.get("backbone"),
+        "path": str(layout.result),
+        "folder": str(layout.folder),
+        **{f"{role}_{m}": block[role][m] for role, m in METRIC_KEYS},
+        "per_class_low": per_class.get("low") or {},
+        "history": res.get("history") or [],
+        "low_predicted_classes": predicted_classes(confusion.get("low")),
+        "run_label": label,
+        "options": cfg.get("options"),
+        "method_config": cfg.get("method_config"),
+        "val": res.get("val"),
+        "config_key": config_key(res),
+    }
+
+
+def _mixed_cell(folder: Path, rows: list[dict]) -> str | None:
+    """``"<folder>: ..."`` naming the runs of one cell that differ in configuration, or None."""
+    variants: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        variants[json.dumps(r["config_key"], sort_keys=True)].append(r)
+    if len(variants) < 2:
+        return None
+    groups = sorted(variants.values(), key=lambda rs: (-len(rs), Path(rs[0]["folder"]).name))
+    ref = groups[0]
+
+    def names(rs: list[dict]) -> str:
+        return ", ".join(Path(r["folder"]).name for r in rs)
+
+    diffs = [
+        f"{names(rs)} differ(s) from {names(ref)} in "
+        + ", ".join(differences(ref[0]["config_key"], rs[0]["config_key"]))
+        for rs in groups[1:]
+    ]
+    return f"{folder}: runs of different configurations, not averaged (cell left out): " + "; ".join(diffs)
+
+
+def read_runs(out: str | Path) -> RunSet:
+    """Every run under ``OUT/runs`` (:func:`kmat.run.layout.iter_grid_runs`), checked.
+
+    A run whose ``result.json`` is unreadable or not of the shape of
+    :class:`kmat.run.schema.ResultModel` (e.g. a NaN metric) is left out and named in ``invalid``.
+    Runs of one (task, label, setting) cell that differ in configuration (:func:`config_key`, e.g.
+    one seed made with other epochs) are never averaged: the cell is left out of ``table_rows`` and
+    named in ``mixed``.
 
     ``setting`` is the run's ``<shots>shot[-<tag>]`` folder. Where a (task, label) has runs of more
     than one setting, the row's ``label`` carries its setting (``kmat [4shot]``), so that runs of
     different settings are never averaged together (the one setting without options, if there is
     exactly one, keeps the plain label: ``kmat`` beside ``kmat [16shot-alpha=0.1]``);
-    ``run_label`` keeps the folder's label. Rows also
-    carry the run's given ``options``, its resolved ``method_config`` and its ``val`` block (``None``
-    when absent), for the sensitivity report.
+    ``run_label`` keeps the folder's label. Rows also carry the run's given ``options``, its resolved
+    ``method_config`` and its ``val`` block (``None`` when absent), for the sensitivity report.
     """
-    rows = []
+    runs = RunSet()
     for task, label, setting, layout in iter_grid_runs(out):
         try:
-            res = read_result(layout.result)
-            block: dict[str, Any] = dict(res["metrics"])
-            metrics = {f"{role}_{m}": block[role][m] for role, m in METRIC_KEYS}
-        except (CheckpointError, KeyError, TypeError) as err:
-            log.warning("skipped %s: %s", layout.result, err)
+            res = read_checked_result(layout.result)
+        except ResultError as err:
+            runs.invalid.append(str(err))
             continue
-        row = {
-            "task": task,
-            "label": label,
-            "setting": setting,
-            "tag": setting.partition("-")[2],
-            "method": res.get("method", label),
-            "seed": res.get("seed"),
-            "shots": res.get("shots"),
-            "backbone": res.get("backbone"),
-            "path": str(layout.result),
-            "folder": str(layout.folder),
-            **metrics,
-        }
-        row["per_class_low"] = res.get("per_class", {}).get("low", {})
-        row["history"] = res.get("history", [])
-        row["low_predicted_classes"] = predicted_classes(res.get("confusion", {}).get("low"))
-        cfg = res.get("config", {})
-        row["run_label"] = label
-        row["options"] = cfg.get("options") if isinstance(cfg, dict) else None
-        row["method_config"] = cfg.get("method_config") if isinstance(cfg, dict) else None
-        row["val"] = res.get("val")
-        rows.append(row)
+        runs.rows.append(_row(task, label, setting, layout, res))
     settings: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in rows:
+    for r in runs.rows:
         settings[(r["task"], r["label"])].add(r["setting"])
-    for r in rows:
+    for r in runs.rows:
         own = settings[(r["task"], r["label"])]
         untagged = [s for s in own if "-" not in s]
         plain = untagged[0] if len(untagged) == 1 else None  # the defaults keep the plain label
         if len(own) > 1 and r["setting"] != plain:
             r["label"] = f"{r['label']} [{r['setting']}]"
-    return rows
+    cells: dict[Path, list[dict]] = defaultdict(list)
+    for r in runs.rows:
+        cells[Path(r["folder"]).parent].append(r)
+    left_out: set[Path] = set()
+    for folder, rs in cells.items():
+        problem = _mixed_cell(folder, rs)
+        if problem:
+            runs.mixed.append(problem)
+            runs.mixed_runs += len(rs)
+            left_out.add(folder)
+    runs.table_rows = [r for r in runs.rows if Path(r["folder"]).parent not in left_out]
+    return runs
+
+
+def collect(out: str | Path) -> list[dict]:
+    """The rows of :func:`read_runs` that may be averaged (its ``table_rows``); each run or cell
+    left out is logged as a warning."""
+    runs = read_runs(out)
+    for problem in runs.problems:
+        log.warning("skipped %s", problem)
+    return runs.table_rows
 
 
 def display_name(label: str) -> str:
@@ -207,7 +317,24 @@ def table2_markdown(
                 a, f = c[f"{role}_acc"], c[f"{role}_macro_f1"]
                 out.append(f"{_fmt(a, std, a[0] == best['acc'])} ({_fmt(f, std, f[0] == best['macro_f1'])})")
             lines.append(f"| {title if i == 0 else ''} | {ROLE_LABEL[role]} | " + " | ".join(out) + " |")
-    return "\n".join(lines) + "\n"
+    note = seeds_note(agg, tasks, labels)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+
+
+def seeds_note(agg: dict, tasks: list[str], labels: list[str]) -> str:
+    """When the cells of a table are not all means over the same number of seeds: a line naming
+    the cells with fewer (``K-MaT on Skin I: n=2``); "" when they all have the same."""
+    n = {(t, lab): agg[(t, lab)]["high_acc"][2] for t in tasks for lab in labels if (t, lab) in agg}
+    if len(set(n.values())) < 2:
+        return ""
+    most = max(n.values())
+    fewer = [
+        f"{display_name(lab)} on {TASK_DISPLAY.get(t, t)}: n={k}" for (t, lab), k in n.items() if k < most
+    ]
+    return (
+        f"Seeds per cell differ: these cells are means over fewer seeds than the others (n={most}): "
+        + "; ".join(fewer)
+    )
 
 
 def paper_table2_markdown(tasks: list[str]) -> str:
@@ -306,12 +433,17 @@ def build_tables(
     std: bool = False,
     compare_paper: bool = False,
     tables: Collection[int | str] = (2, 3),
+    runs: RunSet | None = None,
 ) -> dict[str, str]:
     """Write ``results.csv``, ``table2.md``, ``table3.md`` and/or ``sensitivity.md`` under ``out``
     (``tables``: any of 2, 3 and "sensitivity"); return the texts by name ("table2", "table3",
-    "sensitivity"). ``rows`` come from :func:`collect`, ``agg`` is their :func:`aggregate`."""
+    "sensitivity"). ``rows`` come from :func:`collect` (or are ``runs.table_rows``), ``agg`` is their
+    :func:`aggregate`. With ``runs`` (:func:`read_runs`), ``results.csv`` lists all its valid runs
+    and every table ends with the runs it leaves out."""
     names = table_names(tables)
-    write_results_csv(rows, out / "results.csv")
+    write_results_csv(runs.rows if runs is not None else rows, out / "results.csv")
+    left_out = runs.skipped_text() if runs is not None else ""
+    tail = f"\n{left_out}" if left_out else ""
     texts: dict[str, str] = {}
     if "2" in names:
         text = (
@@ -322,6 +454,7 @@ def build_tables(
         if compare_paper:
             tasks = _task_order({t for t, _ in agg})
             text += "\n## Published (K-MaT paper, Table 2)\n\n" + paper_table2_markdown(tasks)
+        text += tail
         atomic_write_bytes(out / "table2.md", text.encode())
         texts["table2"] = text
     if "3" in names:
@@ -329,15 +462,23 @@ def build_tables(
         note = ", ".join(
             f"{TASK_DISPLAY.get(t, t)}: seeds {' '.join(map(str, s))}" for t, s in sorted(seeds.items())
         )
+        labels3 = {r[0] for r in ABLATION_ROWS}
+        unmatched = sum(1 for r in rows if r["label"] in labels3 and r["task"] in seeds) - len(rows3)
         text = (
             "# Table 3: ablation, mean over tasks and seeds\n\n"
             + (f"Seeds used (those every ablation row has): {note}\n\n" if note else "")
+            + (
+                f"{unmatched} run(s) not used: their seed is not run by every ablation row of their task\n\n"
+                if unmatched
+                else ""
+            )
             + table3_markdown(aggregate(rows3), compare_paper)
+            + tail
         )
         atomic_write_bytes(out / "table3.md", text.encode())
         texts["table3"] = text
     if "sensitivity" in names:
-        text = sensitivity_markdown(sensitivity_studies(rows))
+        text = sensitivity_markdown(sensitivity_studies(rows)) + tail
         atomic_write_bytes(out / "sensitivity.md", text.encode())
         texts["sensitivity"] = text
     return texts
@@ -361,27 +502,41 @@ def write_report(
     std: bool = False,
     compare_paper: bool = False,
     figures: bool = True,
+    strict: bool = False,
 ) -> dict[str, str]:
     """Tables, ``results.csv`` and figures of the runs under ``out`` (read once); returns the texts.
 
     ``tables``: any of 2, 3 and "sensitivity" (:func:`build_tables`); by default 2 and 3, and
     "sensitivity" when there are sensitivity runs. With "sensitivity", the figures include its heat
     maps. The tables (of the sensitivity report, its summary) and the paths written are logged
-    (logger ``kmat.report.results``)."""
+    (logger ``kmat.report.results``).
+
+    Runs the tables cannot use (:func:`read_runs`: an invalid ``result.json``, a cell of mixed
+    configurations) are logged as one warning each, and the tables say how many were left out; with
+    ``strict``, any of them is a :class:`ResultError` listing them all, and nothing is written."""
     out = Path(out)
-    rows = collect(out)
+    runs = read_runs(out)
+    if runs.problems:
+        if strict:
+            raise ResultError(
+                f"{runs.skipped} run(s) under {out / 'runs'} cannot be used in the tables: "
+                + "; ".join(runs.problems)
+            )
+        for problem in runs.problems:
+            log.warning("left out of the tables: %s", problem)
+    rows = runs.table_rows
     agg = aggregate(rows)
     if tables is None:
         has_sens = any(r["run_label"] == SENSITIVITY_LABEL for r in rows)
         tables = ("2", "3", "sensitivity") if has_sens else ("2", "3")
     names = table_names(tables)
-    texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=names)
+    texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=names, runs=runs)
     studies = sensitivity_studies(rows) if "sensitivity" in names else None
     for name, text in texts.items():
         shown = sensitivity_summary_text(studies) if name == "sensitivity" and studies is not None else text
         log.info("\n%s\n(written to %s)", shown.rstrip(), out / (name + ".md"))
     log.info("per-run results: %s", out / "results.csv")
-    collapsed = collapsed_runs(rows)
+    collapsed = collapsed_runs(runs.rows)
     if collapsed:
         log.info(
             "%d run(s) predicted a single class on the low-end test split (collapsed): %s",

@@ -11,10 +11,14 @@ replace it without being told to (it says why).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
-from kmat.errors import CheckpointError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
+
+from kmat.errors import CheckpointError, ResultError
 
 SCHEMA_VERSION = 3  # 1: no schema_version, no config.json; 2: no config.task_data
 
@@ -46,6 +50,124 @@ class Result(TypedDict, total=False):
     history: list[dict[str, Any]]
     timing: dict[str, float]
     versions: dict[str, str]
+
+
+def _json_text(value: Any, limit: int = 40) -> str:
+    """``NaN``, ``null``, ``"2"``: a value as it is written in the file (shortened)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _percent(value: float) -> float:
+    if not math.isfinite(value):
+        raise PydanticCustomError(
+            "not_finite", "{value} is not a finite number", {"value": _json_text(value)}
+        )
+    if not 0.0 <= value <= 100.0:
+        raise PydanticCustomError(
+            "not_percent", "{value} is not a percentage in [0, 100]", {"value": _json_text(value)}
+        )
+    return value
+
+
+Percent = Annotated[float, AfterValidator(_percent)]
+
+
+def _square(matrix: list[list[int]]) -> list[list[int]]:
+    if any(len(row) != len(matrix) for row in matrix):
+        raise PydanticCustomError("not_square", "not a square matrix (one row and column per class)")
+    return matrix
+
+
+Confusion = Annotated[list[list[int]], AfterValidator(_square)]
+
+
+class _Strict(BaseModel):
+    # JSON types as written (no "2" for 2, no true for 1.0); unknown keys are kept, not refused
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class RoleMetricsModel(_Strict):
+    acc: Percent
+    macro_f1: Percent
+
+
+class MetricsModel(_Strict):
+    high: RoleMetricsModel
+    low: RoleMetricsModel
+    h: RoleMetricsModel
+
+
+class ValMetricsModel(_Strict):
+    acc: Percent
+    macro_f1: Percent
+    n: int | None = None
+
+
+class ResultConfigModel(_Strict):
+    """The parts of ``config`` a report compares runs by (every other key is kept as it is)."""
+
+    backbone: str | None = None
+    backbone_identity: str | None = None
+    precision: str | None = None
+    augment: bool | None = None
+    options: dict[str, Any] | None = None
+    method_config: dict[str, Any] | None = None
+
+
+class ResultModel(_Strict):
+    """What the reports (tables, results.csv, sensitivity, figures) read of a ``result.json``:
+    metrics as finite percentages, the seed and method, and the optional blocks' shapes."""
+
+    schema_version: int = 1
+    method: str
+    seed: int
+    task: str | None = None
+    shots: int | None = None
+    backbone: str | None = None
+    config: ResultConfigModel | None = None
+    metrics: MetricsModel
+    per_class: dict[str, dict[str, Percent | None]] | None = None
+    confusion: dict[str, Confusion] | None = None
+    val: dict[str, ValMetricsModel] | None = None
+    history: list[dict[str, Any]] | None = None
+
+
+def _error_text(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "missing":
+        return f"{where}: missing"
+    if err["type"] in ("not_finite", "not_percent", "not_square"):
+        return f"{where}: {err['msg']}"
+    return f"{where}: {err['msg'][:1].lower()}{err['msg'][1:]}, got {_json_text(err.get('input'))}"
+
+
+def check_result(data: Any, path: str | Path) -> Result:
+    """``data`` (a parsed ``result.json``) if it has the shape of :class:`ResultModel`; else a
+    :class:`ResultError` naming the file and the fields: ``.../result.json: metrics.low.acc: NaN is
+    not a finite number``."""
+    try:
+        ResultModel.model_validate(data)
+    except ValidationError as err:
+        problems = [_error_text(e) for e in err.errors()]
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise ResultError(f"{path}: {shown}") from None
+    return data  # checked above
+
+
+def read_checked_result(path: str | Path) -> Result:
+    """:func:`read_result` and :func:`check_result`: a result a report can rely on, or a
+    :class:`ResultError` naming the file and what is wrong with it."""
+    try:
+        data = read_result(path)
+    except ResultError:
+        raise
+    except CheckpointError as err:
+        raise ResultError(str(err)) from None
+    return check_result(data, path)
 
 
 CONFIG_KEYS = ("method", "task", "shots", "seed", "backbone", "precision", "augment", "method_config")
@@ -88,7 +210,7 @@ def identity(
 
 def identity_of(result: Result) -> dict[str, Any]:
     """The identity recorded in a result (older results: missing settings at their defaults)."""
-    cfg = result.get("config", {})
+    cfg = result.get("config") or {}
     weights = str(cfg.get("backbone_identity") or "").rpartition("@")[2]
     return identity(
         method=result.get("method", ""),
