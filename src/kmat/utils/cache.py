@@ -81,7 +81,15 @@ def optional_cache_dir(*parts: str) -> Path | None:
     try:
         return cache_dir(*parts)
     except CacheError as err:
-        _warn_once(f"{err}; continuing without a cache")
+        cause = err.__cause__
+        if isinstance(cause, OSError):
+            where = cache_root().joinpath(*parts)
+            _warn_once(
+                f"cannot use the cache folder {where} ({cause.strerror or cause}); continuing without a "
+                "cache (set KMAT_CACHE to a writable folder)"
+            )
+        else:
+            _warn_once(f"{err}; continuing without a cache")
         return None
 
 
