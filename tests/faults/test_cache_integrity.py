@@ -229,6 +229,16 @@ def test_written_run_files_carry_a_checksum(trained_run):
         assert read_safetensors(trained_run / name)[2], f"{name} has no checksum"
 
 
+def test_model_weights_are_written_without_checksum(tiny_model_dir):
+    """A backbone's identity is the sha256 of its weights file: a rebuilt demo backbone must stay
+    byte-identical to the shipped one, so weights get no checksum metadata."""
+    from safetensors.torch import save
+
+    tensors, meta, verified = read_safetensors(tiny_model_dir / "open_clip_model.safetensors")
+    assert not verified and not meta
+    assert save(tensors) == (tiny_model_dir / "open_clip_model.safetensors").read_bytes()
+
+
 # ---------------------------------------------------------------------------------------- unusable cache
 def test_cache_pointing_at_a_file_degrades_with_one_warning(
     backbone, toy_task, tmp_path, monkeypatch, caplog

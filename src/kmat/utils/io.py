@@ -126,22 +126,33 @@ def _split_safetensors(blob: bytes) -> tuple[dict, bytes]:
     return header, blob[8 + n :]
 
 
-def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """``tensors`` serialised as safetensors, with the sha256 of their bytes in the metadata."""
+def safetensors_bytes(
+    tensors: dict[str, Tensor], metadata: dict[str, str] | None = None, checksum: bool = True
+) -> bytes:
+    """``tensors`` serialised as safetensors, with the sha256 of their bytes in the metadata unless
+    ``checksum`` is false."""
     from safetensors.torch import save
 
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     meta = {k: v for k, v in (metadata or {}).items() if k != CHECKSUM_KEY}
-    _, data = _split_safetensors(save(tensors, metadata=meta or None))  # the data does not depend on it
+    blob = save(tensors, metadata=meta or None)
+    if not checksum:
+        return blob
+    _, data = _split_safetensors(blob)  # the tensor bytes do not depend on the metadata
     meta[CHECKSUM_KEY] = hashlib.sha256(data).hexdigest()
     return save(tensors, metadata=meta)
 
 
 def atomic_save_safetensors(
-    path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None
+    path: str | Path,
+    tensors: dict[str, Tensor],
+    metadata: dict[str, str] | None = None,
+    checksum: bool = True,
 ) -> Path:
-    """``tensors`` (name -> torch tensor) as a safetensors file with a checksum, written atomically."""
-    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically; with the
+    checksum that :func:`read_safetensors` verifies unless ``checksum`` is false (model weights,
+    whose file bytes are their identity)."""
+    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata, checksum))
 
 
 def read_safetensors(path: str | Path, finite: bool = True) -> tuple[dict[str, Tensor], dict[str, str], bool]:
