@@ -28,7 +28,7 @@ from torch import Tensor
 from kmat.errors import CheckpointError, ConfigError, TaskError, TrainingDivergedError
 from kmat.methods.base import Method
 from kmat.methods.config import MethodConfig
-from kmat.utils.io import atomic_save_safetensors
+from kmat.utils.io import atomic_save_safetensors, read_safetensors
 from kmat.utils.progress import progress
 
 
@@ -106,31 +106,29 @@ def train(
 
 
 def save_checkpoint(method: Method, config: dict, path: str | Path) -> Path:
-    """Learnable parameters (safetensors) with the resolved run config in its metadata."""
+    """Learnable parameters (safetensors) with the resolved run config and the sha256 of the
+    parameters' bytes in its metadata."""
     return atomic_save_safetensors(
         path, method.learnable_state(), metadata={"config": json.dumps(config), "method": method.name}
     )
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
-    """``(state, config)`` of a checkpoint written by :func:`save_checkpoint`."""
-    from safetensors import safe_open
+    """``(state, config)`` of a checkpoint written by :func:`save_checkpoint`.
 
+    A checkpoint whose bytes do not match its recorded checksum, or that holds non-finite values,
+    is refused (:class:`CheckpointError`); one written before checksums existed is read unverified.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k).clone() for k in fh.keys()}  # not tied to the mapped file
+        state, meta, _ = read_safetensors(path)
         config = json.loads(meta.get("config", "{}"))
-    except Exception as err:  # safetensors raises its own error types for damaged files
+    except (OSError, ValueError) as err:  # DamagedFileError, or metadata that is not JSON
         raise CheckpointError(
-            f"{path}: damaged or not a kmat checkpoint ({type(err).__name__}: {err})"
+            f"{path}: damaged or not a kmat checkpoint ({err}); train the run again to rewrite it"
         ) from err
-    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
-    if bad:
-        raise CheckpointError(f"{path}: non-finite values in {bad}; train the run again")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: the checkpoint's configuration is not an object")
     return state, config

@@ -64,6 +64,10 @@ class TrainingDivergedError(KmatError, FloatingPointError):
     """Training produced a non-finite loss (the message gives the epoch, step and terms)."""
 
 
+class CacheError(KmatError, RuntimeError):
+    """The cache folder (``$KMAT_CACHE``) cannot be created or written where a cache is needed."""
+
+
 class DeviceError(KmatError, ValueError):
     """A requested device does not exist or is not available."""
 

@@ -12,8 +12,10 @@ test transform, else view index, image key and seed of the random crop), never b
 - with ``disk=True`` it also keeps each requested list of features as one safetensors file under
   ``$KMAT_CACHE/features/``: a test split is encoded once per backbone and reused by every method,
   seed and shot count; view ``e`` of a few-shot subset is encoded once and reused by every method
-  and hyper-parameter setting at the same (task, K, seed). Files are written atomically; an
-  unreadable or inconsistent file is deleted and rebuilt.
+  and hyper-parameter setting at the same (task, K, seed). Files are written atomically with the
+  sha256 of their features; an unreadable, inconsistent or damaged file (checksum mismatch,
+  non-finite values) is deleted and rebuilt with a warning. A cache that cannot be written is
+  skipped with one warning (see :mod:`kmat.utils.cache`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from kmat.backbone import Backbone
 from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
 from kmat.errors import ImageError
-from kmat.utils.cache import file_sha256
-from kmat.utils.io import atomic_save_safetensors
+from kmat.utils.cache import cache_write_failed, file_sha256, optional_cache_dir
+from kmat.utils.io import DamagedFileError, atomic_save_safetensors, read_safetensors
 from kmat.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class FeatureStore:
         self.hits = 0
         self.misses = 0
         self.disk_hits = 0
+        self._writable = True  # false after a write failed: the cache is read-only for this store
 
     @staticmethod
     def key(backbone: Backbone, s: Sample, view: int | None, seed: int) -> tuple:
@@ -60,43 +63,50 @@ class FeatureStore:
         return (backbone.identity(), preprocessing_key(backbone), file_sha256(s.path), s.crop_border, v)
 
     # ------------------------------------------------------------------ disk layer
-    def root(self) -> Path:
+    def root(self) -> Path | None:
+        """The cache folder, or ``None`` when the cache is unusable (warned about once)."""
         if self._root is None:
-            from kmat.utils.cache import cache_dir
-
-            self._root = cache_dir("features")
-        self._root.mkdir(parents=True, exist_ok=True)
+            self._root = optional_cache_dir("features")
+            if self._root is None:
+                self.disk = False
         return self._root
 
-    def list_path(self, keys: list[tuple]) -> Path:
+    def list_path(self, keys: list[tuple]) -> Path | None:
+        root = self.root()
+        if root is None:
+            return None
         digest = hashlib.sha256(json.dumps([list(map(str, k)) for k in keys]).encode()).hexdigest()
         ident = hashlib.sha256(str(keys[0][0]).encode()).hexdigest()[:12] if keys else "empty"
-        return self.root() / ident / f"{digest[:32]}.safetensors"
+        return root / ident / f"{digest[:32]}.safetensors"
 
     def load_list(self, path: Path, n: int, meta: dict) -> Tensor | None:
-        from safetensors import SafetensorError, safe_open
-
         if not path.is_file():
             return None
         try:
-            with safe_open(str(path), framework="pt") as fh:
-                saved = fh.metadata() or {}
-                feats = fh.get_tensor("features").clone()
-            if (
-                feats.ndim != 2
-                or feats.shape[0] != n
-                or not torch.isfinite(feats).all()
-                or json.loads(saved.get("meta", "{}")) != meta
-            ):
+            tensors, saved, _ = read_safetensors(path)
+            feats = tensors["features"]
+            if feats.ndim != 2 or feats.shape[0] != n or json.loads(saved.get("meta", "{}")) != meta:
                 raise ValueError(f"inconsistent entry (shape {tuple(feats.shape)}, want {n} rows)")
             return feats
-        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as err:
-            log.warning("feature cache entry %s is invalid (%s); rebuilding it", path, err)
-            path.unlink(missing_ok=True)
+        except (DamagedFileError, OSError, ValueError, KeyError) as err:  # JSONDecodeError is a ValueError
+            log.warning("feature cache entry %s is damaged or invalid (%s); rebuilding it", path, err)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only cache: the rebuilt features are simply not stored
             return None
 
     def save_list(self, path: Path, feats: Tensor, meta: dict) -> None:
-        atomic_save_safetensors(path, {"features": feats}, metadata={"meta": json.dumps(meta)})
+        if not self._writable:
+            return
+        if not torch.isfinite(feats).all():
+            log.warning("non-finite image features are not cached (%s)", path)
+            return
+        try:
+            atomic_save_safetensors(path, {"features": feats}, metadata={"meta": json.dumps(meta)})
+        except OSError as err:
+            self._writable = False
+            cache_write_failed(path, err)
 
     def get(self, key: tuple) -> Tensor | None:
         return self._data.get(key)
@@ -139,6 +149,7 @@ def encode_samples(
             return torch.stack(cast(list[Tensor], out)), labels  # no None left (checked just above)
         if store.disk and samples:
             disk_path = store.list_path(keys)
+        if disk_path is not None:
             meta = {
                 "backbone": backbone.identity(),
                 "prep": list(map(str, preprocessing_key(backbone))),

@@ -2,7 +2,9 @@
 
 ``tbar[m, i] = norm(mean_k norm(g(d_{i,k}^m)))``. They are computed once per backbone and set of
 descriptions and cached on disk under ``$KMAT_CACHE/prototypes/``, keyed by the backbone identity
-(name + weights hash) and the hash of the descriptions themselves; a corrupt entry is recomputed.
+(name + weights hash) and the hash of the descriptions themselves. Entries carry the sha256 of their
+values; a damaged one (unreadable, checksum mismatch, non-finite values, wrong shape) is recomputed
+and rewritten with a warning that names it. An unusable cache is skipped with one warning.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from torch import Tensor
 
 from kmat.backbone import Backbone
 from kmat.data.task import Task
-from kmat.utils.cache import cache_dir, content_hash
-from kmat.utils.io import atomic_save_safetensors
+from kmat.utils.cache import cache_write_failed, content_hash, optional_cache_dir
+from kmat.utils.io import DamagedFileError, atomic_save_safetensors, read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +37,22 @@ def description_prototypes(
     backbone: Backbone, task: Task, descriptions: dict[str, dict[str, list[str]]], use_cache: bool = True
 ) -> Tensor:
     """Prototypes (2, C, D) for the task's (high, low) modalities, from the cache when possible."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     blocks = [[descriptions[mod.name][c] for c in task.classes] for mod in (task.high, task.low)]
     key = f"{content_hash([backbone.identity(), backbone.precision])}_{content_hash(blocks)}"
-    path = cache_dir("prototypes") / f"{key}.safetensors" if use_cache else None
+    folder = optional_cache_dir("prototypes") if use_cache else None
+    path = folder / f"{key}.safetensors" if folder is not None else None
     if path is not None and path.is_file():
         try:
-            proto = load_file(str(path))["prototypes"].clone()  # detach from the mapped file
-            if proto.shape[:2] == (2, len(task.classes)):
-                return proto.to(backbone.device)
-        except (SafetensorError, OSError, KeyError) as err:
-            log.warning("prototype cache entry %s unreadable (%s); recomputing", path, err)
+            proto = read_safetensors(path)[0]["prototypes"]
+            if proto.ndim != 3 or proto.shape[:2] != (2, len(task.classes)):
+                raise DamagedFileError(f"shape {tuple(proto.shape)}, want (2, {len(task.classes)}, D)")
+            return proto.to(backbone.device)
+        except (DamagedFileError, OSError, KeyError) as err:
+            log.warning("prototype cache entry %s is damaged (%s); recomputing it", path, err)
     proto = compute_prototypes(backbone, blocks)
-    if path is not None:
-        atomic_save_safetensors(path, {"prototypes": proto.cpu()})
+    if path is not None and torch.isfinite(proto).all():
+        try:
+            atomic_save_safetensors(path, {"prototypes": proto.cpu()})
+        except OSError as err:
+            cache_write_failed(path, err)
     return proto.to(backbone.device)

@@ -65,8 +65,9 @@ def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
 
 def embeddings_2d(rows: list[dict], task: str, path: Path, classes: list[str] | None = None) -> Path | None:
     """PCA of K-MaT's class embeddings (both modalities) with and without L_FGW: the first seed's run."""
-    from safetensors.torch import load_file
     from sklearn.decomposition import PCA
+
+    from kmat.run.predict import load_embeddings  # verified: a damaged file is refused by name
 
     variants = [("kmat", "K-MaT"), ("kmat-r5", "K-MaT without L_FGW")]
     found = []
@@ -77,7 +78,7 @@ def embeddings_2d(rows: list[dict], task: str, path: Path, classes: list[str] | 
             if r["task"] == task and r["label"] == lab and RunLayout.of(r["folder"]).embeddings.is_file()
         )
         if files:
-            found.append((title, load_file(str(files[0]))))
+            found.append((title, load_embeddings(files[0])))
     if not found:
         return None
     pts = np.concatenate([np.concatenate([e["high"].numpy(), e["low"].numpy()]) for _, e in found])

@@ -22,6 +22,7 @@ from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
 from kmat.run.runner import check_backbone_identity
 from kmat.run.schema import read_result
+from kmat.utils.io import DamagedFileError, read_safetensors
 
 
 @dataclass
@@ -48,22 +49,31 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
-    """``(result, class_embeddings)`` of a finished run folder."""
-    from safetensors.torch import load_file
+    """``(result, class_embeddings)`` of a finished run folder.
 
+    Embeddings whose bytes do not match their recorded checksum, or that hold non-finite values,
+    are refused (:class:`CheckpointError`); a file written before checksums existed is read unverified.
+    """
     layout = RunLayout.of(run_dir)
     if not layout.exists():
         raise CheckpointError(
             f"{layout.folder}: no {layout.result.name} (is this a finished kmat train run?)"
         )
     result = dict(read_result(layout.result))
-    emb_path = layout.embeddings
-    if not emb_path.is_file():
-        raise CheckpointError(f"{emb_path}: missing; train the run again to write it")
+    return result, load_embeddings(layout.embeddings)
+
+
+def load_embeddings(path: str | Path) -> dict[str, Tensor]:
+    """A run's ``class_embeddings.safetensors`` (modality role -> class embeddings), verified."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; train the run again to write it")
     try:
-        return result, {k: v.clone() for k, v in load_file(str(emb_path)).items()}
-    except Exception as err:  # safetensors raises its own error type for corrupt files
-        raise CheckpointError(f"{emb_path}: unreadable ({err}); train the run again to rewrite it") from err
+        return read_safetensors(path)[0]
+    except (OSError, DamagedFileError) as err:
+        raise CheckpointError(
+            f"{path}: damaged or unreadable ({err}); train the run again to rewrite it"
+        ) from err
 
 
 @torch.no_grad()

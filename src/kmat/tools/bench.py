@@ -48,11 +48,14 @@ MODALITIES = ["dermoscopy", "clinical photograph"]
 
 def bench_model_dir(arch: str) -> Path:
     from kmat.tools.tinymodel import write_tiny_biomedclip
-    from kmat.utils.cache import cache_dir
+    from kmat.utils.cache import cache_dir, cache_needed_error
 
     folder = cache_dir(f"bench_model_{arch}")
     if not (folder / "open_clip_config.json").is_file():
-        write_tiny_biomedclip(folder, size=arch, seed=0)
+        try:
+            write_tiny_biomedclip(folder, size=arch, seed=0)
+        except OSError as err:
+            raise cache_needed_error(folder, err) from err
     return folder
 
 

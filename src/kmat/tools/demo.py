@@ -24,7 +24,7 @@ from kmat.run.experiments import TABLE2_METHODS, table2_grid, table3_grid
 from kmat.run.grid import GridSettings, run_grid
 from kmat.tools.synthmed import SynthPair, write_task
 from kmat.tools.synthpairs import pairs
-from kmat.utils.cache import cache_dir
+from kmat.utils.cache import cache_dir, cache_needed_error
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ def synth_task_dir(pair: SynthPair, seed: int = 0, splits: dict[str, int] | None
     folder = cache_dir() / f"{pair.task}-{pair.version}-seed{seed}{tag}"
     done = folder / "task.json"
     if not done.is_file() or json.loads(done.read_text()).get("generator", {}).get("splits") != splits:
-        write_task(pair, folder, seed=seed, splits=splits)
+        try:
+            write_task(pair, folder, seed=seed, splits=splits)
+        except OSError as err:  # a read-only or full cache: the demo cannot go on without its data
+            raise cache_needed_error(folder, err) from err
     return folder
 
 

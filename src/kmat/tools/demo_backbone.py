@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from kmat.errors import BackboneError, ConfigError
 from kmat.tools.synthmed import SynthPair
 from kmat.tools.synthpairs import pairs
-from kmat.utils.cache import cache_dir, content_hash
+from kmat.utils.cache import cache_dir, cache_needed_error, content_hash
 from kmat.utils.progress import progress
 
 VERSION = "v2"  # v2: both SynthMed pairs (v1: mammogram -> sonogram only)
@@ -224,18 +224,19 @@ def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
     folder = cache_dir() / name
     if not (folder / "kmat_demo_backbone.json").is_file():
         tmp = folder.with_name(folder.name + ".partial")
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
         log.info(
             f"[backbone] pre-training a demo backbone on captions of both SynthMed pairs into {folder} "
             "(once; cached) ..."
         )
-        build_demo_backbone(tmp, show_progress=show_progress, **params)
-        if folder.exists():
-            import shutil
+        import shutil
 
-            shutil.rmtree(folder)
-        tmp.rename(folder)  # never leave a half-built model where a finished one is expected
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            build_demo_backbone(tmp, show_progress=show_progress, **params)
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)  # never leave a half-built model where a finished one is expected
+        except OSError as err:  # a read-only or full cache: there is nowhere to keep the backbone
+            raise cache_needed_error(folder, err) from err
     return folder

@@ -200,8 +200,10 @@ def write_tiny_biomedclip(
     model = open_clip.CustomTextCLIP(**build_cfg)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    atomic_save_safetensors(
-        folder / "open_clip_model.safetensors", {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save_safetensors(  # no checksum metadata: the file's sha256 is the backbone's identity
+        folder / "open_clip_model.safetensors",
+        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        checksum=False,
     )
     cfg = {
         "model_cfg": model_cfg,

@@ -1,14 +1,39 @@
-"""Atomic file writing: results and caches are never half-written."""
+"""Atomic file writing: results and caches are never half-written.
+
+An atomic write goes through a temporary sibling ``.<name>.<random>.tmp`` (see :data:`TMP_SUFFIX`)
+and a rename; a process killed in between leaves that temporary file behind, which
+:func:`remove_stale_temp_files` clears away later.
+
+Safetensors files written here carry the sha256 of their tensor bytes (the data section after the
+header) in their metadata under :data:`CHECKSUM_KEY`; :func:`read_safetensors` checks it, so that a
+file whose data was zeroed or flipped under an intact header is seen as damaged. Files written
+before the checksum existed are read unverified.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".tmp"
+"""Suffix of an atomic write's temporary file (its name is ``.<target name>.<random><TMP_SUFFIX>``)."""
+
+CHECKSUM_KEY = "kmat_sha256"
+"""Safetensors metadata key holding the sha256 (hex) of the file's tensor bytes."""
 
 _WRITES = 0
 
@@ -30,7 +55,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -52,11 +77,116 @@ def atomic_write_json(path: str | Path, obj: object) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
-def atomic_save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
-    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically."""
+def remove_stale_temp_files(folder: str | Path, older_than_s: float, depth: int = 1) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that killed atomic writes left in
+    ``folder`` and, ``depth`` levels down, its subfolders, when last modified more than
+    ``older_than_s`` seconds ago (a younger one may belong to a write in progress). Returns what
+    was removed; a file that cannot be removed is left alone."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if depth > 0:
+                    removed += remove_stale_temp_files(entry.path, older_than_s, depth - 1)
+            elif (
+                entry.name.startswith(".")
+                and entry.name.endswith(TMP_SUFFIX)
+                and entry.is_file(follow_symlinks=False)
+                and now - entry.stat(follow_symlinks=False).st_mtime > older_than_s
+            ):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+class DamagedFileError(ValueError):
+    """A safetensors file is not what was written: bad header, checksum mismatch or non-finite values."""
+
+
+def _split_safetensors(blob: bytes) -> tuple[dict, bytes]:
+    """``(header, tensor bytes)`` of a serialised safetensors file."""
+    if len(blob) < 8:
+        raise DamagedFileError(f"{len(blob)} bytes, shorter than a safetensors header")
+    n = int.from_bytes(blob[:8], "little")
+    if n == 0 or n > len(blob) - 8:
+        raise DamagedFileError(f"header length {n} does not fit a {len(blob)}-byte file")
+    try:
+        header = json.loads(blob[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFileError(f"unreadable header ({err})") from err
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
+        raise DamagedFileError("the header is not a safetensors header")
+    return header, blob[8 + n :]
+
+
+def safetensors_bytes(
+    tensors: dict[str, Tensor], metadata: dict[str, str] | None = None, checksum: bool = True
+) -> bytes:
+    """``tensors`` serialised as safetensors, with the sha256 of their bytes in the metadata unless
+    ``checksum`` is false."""
     from safetensors.torch import save
 
-    return atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    meta = {k: v for k, v in (metadata or {}).items() if k != CHECKSUM_KEY}
+    blob = save(tensors, metadata=meta or None)
+    if not checksum:
+        return blob
+    _, data = _split_safetensors(blob)  # the tensor bytes do not depend on the metadata
+    meta[CHECKSUM_KEY] = hashlib.sha256(data).hexdigest()
+    return save(tensors, metadata=meta)
+
+
+def atomic_save_safetensors(
+    path: str | Path,
+    tensors: dict[str, Tensor],
+    metadata: dict[str, str] | None = None,
+    checksum: bool = True,
+) -> Path:
+    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically; with the
+    checksum that :func:`read_safetensors` verifies unless ``checksum`` is false (model weights,
+    whose file bytes are their identity)."""
+    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata, checksum))
+
+
+def read_safetensors(path: str | Path, finite: bool = True) -> tuple[dict[str, Tensor], dict[str, str], bool]:
+    """``(tensors, metadata, verified)`` of a safetensors file, its checksum checked.
+
+    ``verified`` is false for a file without a checksum (written before kmat recorded them). Raises
+    :class:`OSError` when the file cannot be read and :class:`DamagedFileError` when it is damaged:
+    not safetensors, tensor bytes that do not match the recorded checksum, or (with ``finite``)
+    NaN or infinite values in a floating-point tensor. The tensors own their memory.
+    """
+    import torch
+    from safetensors.torch import load
+
+    blob = Path(path).read_bytes()
+    header, data = _split_safetensors(blob)
+    meta = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    want = meta.get(CHECKSUM_KEY)
+    if want is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            raise DamagedFileError(
+                f"checksum mismatch: its tensor bytes hash to {got[:12]}..., {want[:12]}... was recorded"
+            )
+    else:
+        log.debug("%s has no checksum (written before kmat recorded them); read unverified", path)
+    try:
+        tensors = {k: v.clone() for k, v in load(blob).items()}  # not views of the read-only bytes
+    except Exception as err:  # safetensors raises its own error types for malformed files
+        raise DamagedFileError(f"not a readable safetensors file ({type(err).__name__}: {err})") from err
+    if finite:
+        bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        if bad:
+            raise DamagedFileError(f"non-finite values in {bad}")
+    return tensors, meta, want is not None
 
 
 def csv_bytes(
