@@ -31,7 +31,7 @@ from torch import Tensor
 from kmat.backbone import Backbone
 from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
-from kmat.errors import ImageError
+from kmat.errors import ImageError, OutputError
 from kmat.utils.cache import file_sha256
 from kmat.utils.io import atomic_save_safetensors
 from kmat.utils.progress import progress
@@ -96,7 +96,12 @@ class FeatureStore:
             return None
 
     def save_list(self, path: Path, feats: Tensor, meta: dict) -> None:
-        atomic_save_safetensors(path, {"features": feats}, metadata={"meta": json.dumps(meta)})
+        """Keep ``feats`` on disk; a cache that cannot be written (full, read-only) is a warning:
+        the features are in memory and the run goes on."""
+        try:
+            atomic_save_safetensors(path, {"features": feats}, metadata={"meta": json.dumps(meta)})
+        except OutputError as err:
+            log.warning("feature cache not written: %s", err)
 
     def get(self, key: tuple) -> Tensor | None:
         return self._data.get(key)
