@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "prompts by default: deploy K-MaT trained on high-end images to low-end ones).",
         epilog="example:\n  kmat predict --run runs/breast/kmat/seed1 --images ./ultrasound_pngs "
         "--out predictions.csv\n\n"
-        "Images that cannot be used (missing, corrupt, truncated, empty, not an image, NaN or infinite\n"
+        "Images that cannot be used (corrupt, truncated, empty, not an image, NaN or infinite\n"
         "pixels) are skipped, one warning line each, and the others are predicted; the exit status\n"
         "is 1 when no image could be predicted (nothing is written), 2 with --strict and any such\n"
         "image, or when --out cannot be written (a file or folder in the way, a full or read-only disk).",
