@@ -27,8 +27,23 @@ class TaskError(KmatError, ValueError):
     """A task folder, manifest or description file is invalid."""
 
 
+class DescriptionsMissingError(TaskError):
+    """A task has no descriptions file (none in its folder, none shipped) and a method needs one."""
+
+
 class ImageError(KmatError, ValueError):
     """An image file is missing, unreadable or not an image."""
+
+
+class OutputError(KmatError):
+    """An output path cannot be written: a full disk or quota, a read-only or forbidden folder, or
+    a file where a folder must be (or the reverse). ``path`` is the path at fault, ``reason`` says
+    why (without the path)."""
+
+    def __init__(self, path: object, reason: str, *, field: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", field=field)
+        self.path = str(path)
+        self.reason = reason
 
 
 class BackboneError(KmatError, RuntimeError):

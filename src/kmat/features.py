@@ -33,7 +33,7 @@ from torch import Tensor
 from kmat.backbone import Backbone
 from kmat.data.images import load_image, test_transform, train_transform
 from kmat.data.task import Sample
-from kmat.errors import ImageError
+from kmat.errors import ImageError, OutputError
 from kmat.utils.cache import cache_write_failed, file_sha256, optional_cache_dir
 from kmat.utils.io import DamagedFileError, atomic_save_safetensors, read_safetensors
 from kmat.utils.progress import progress
@@ -104,7 +104,7 @@ class FeatureStore:
             return
         try:
             atomic_save_safetensors(path, {"features": feats}, metadata={"meta": json.dumps(meta)})
-        except OSError as err:
+        except (OSError, OutputError) as err:
             self._writable = False
             cache_write_failed(path, err)
 

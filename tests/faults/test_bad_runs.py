@@ -67,3 +67,16 @@ def test_config_file_of_another_shape(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"task": "t", "options": [1]}))
     assert main(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 2
     assert "'options' must be an object" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["biomedcoop", "kmat"])
+def test_missing_descriptions_hint_fits_the_method(tiny_model_dir, toy_task, tmp_path, capsys, method):
+    (toy_task / "descriptions.json").unlink()
+    assert _train(tiny_model_dir, toy_task, tmp_path / "r", "--method", method, "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kmat: error: {toy_task}: no descriptions.json") and "Traceback" not in err
+    assert "add one to the task folder" in err
+    if method == "kmat":  # the anchor term is the only thing that needs them, and it has an off switch
+        assert "lambda_anchor = 0" in err and "[--lambda-anchor" in err
+    else:  # BiomedCoOp always needs them: no option of another method is suggested
+        assert "lambda_anchor" not in err and "lambda-anchor" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -13,7 +14,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         description="Classify images with a finished run's learned class embeddings (low-end "
         "prompts by default: deploy K-MaT trained on high-end images to low-end ones).",
         epilog="example:\n  kmat predict --run runs/breast/kmat/seed1 --images ./ultrasound_pngs "
-        "--out predictions.csv",
+        "--out predictions.csv\n\n"
+        "Images that cannot be used (corrupt, truncated, empty, not an image, NaN or infinite\n"
+        "pixels) are skipped, one warning line each, and the others are predicted; the exit status\n"
+        "is 1 when no image could be predicted (nothing is written), 2 with --strict and any such\n"
+        "image, or when --out cannot be written (a file or folder in the way, a full or read-only disk).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", required=True, help="run folder written by kmat train / reproduce")
@@ -23,7 +28,19 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument(
         "--modality", choices=["low", "high"], default="low", help="which prompts to use (default low)"
     )
-    p.add_argument("--out", default=None, help="write a CSV (path, prediction, one probability per class)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write a CSV (path, prediction, one probability per class) to this file; an existing "
+        "folder is refused (give a file name, e.g. DIR/predictions.csv)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop (exit status 2, nothing written) if any image cannot be used, naming them all; "
+        "without it such images are skipped with a warning each",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--backbone",
@@ -40,12 +57,16 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
+    from kmat.run.predict import collect_images, load_run, predict_report
+    from kmat.utils.io import atomic_write_bytes, check_output_file, csv_bytes, probe_writable
 
-    from kmat.run.predict import collect_images, load_run, predict_images
-
+    if args.out:  # a misplaced or unwritable --out fails now, not after predicting
+        out = check_output_file(args.out)
+        if out.parent.is_dir():
+            probe_writable(out.parent)
     loaded = load_run(args.run)  # a clear error about the run before looking for images
     images = collect_images(args.images)
-    preds = predict_images(
+    report = predict_report(
         args.run,
         images,
         role=args.modality,
@@ -53,11 +74,21 @@ def run(args: argparse.Namespace) -> int:
         loaded=loaded,
         backbone_spec=args.backbone,
         allow_backbone_mismatch=args.allow_backbone_mismatch,
+        strict=args.strict,
     )
+    for bad in report.bad:
+        print(f"kmat: warning: {bad.path}: skipped: {bad.reason}", file=sys.stderr)
+    preds = report.predictions
+    if not preds:
+        print(
+            f"kmat: error: none of the {len(images)} image(s) could be used (each is named above); "
+            "nothing was written",
+            file=sys.stderr,
+        )
+        return 1
+    skipped = f"; {len(report.bad)} image(s) skipped (named above)" if report.bad else ""
     classes = list(preds[0].probabilities)
     if args.out:
-        from kmat.utils.io import atomic_write_bytes, csv_bytes
-
         atomic_write_bytes(
             args.out,
             csv_bytes(
@@ -65,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
                 ([p.path, p.label, *[p.probabilities[c] for c in classes]] for p in preds),
             ),
         )
-        print(f"wrote {len(preds)} predictions to {args.out}")
+        print(f"wrote {len(preds)} predictions to {args.out}{skipped}")
     else:
         for p in preds:
             top = max(p.probabilities.values())
             print(f"{p.label:24s} {top:6.3f}  {p.path}")
+        if skipped:
+            print(skipped.removeprefix("; "))
     return 0

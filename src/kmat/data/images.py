@@ -92,6 +92,8 @@ def load_dicom(path: str | Path) -> Image.Image:
     data = arr.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(
         getattr(ds, "RescaleIntercept", 0) or 0
     )
+    if not np.isfinite(data).all():
+        raise ImageError(f"{path}: NaN or infinite pixel values (after rescale); not a usable image")
     center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
     if center is not None and width is not None and _first(width) > 0:
         c, w = _first(center), _first(width)
@@ -118,7 +120,8 @@ def load_image(path: str | Path) -> Image.Image:
     """Open an image as 8-bit RGB.
 
     JPEG, PNG, TIFF and anything else Pillow reads; grayscale, palette and alpha images are
-    converted (alpha dropped); 16-bit and float images are min-max scaled to 8 bits; DICOM
+    converted (alpha dropped); 16-bit and float images are min-max scaled to 8 bits (a float image
+    with any NaN or infinite pixel is an :class:`ImageError`, not a black picture); DICOM
     (``.dcm``/``.dicom`` or the ``DICM`` magic) is read with the optional ``pydicom``
     (:func:`load_dicom`). An unreadable file raises :class:`ImageError` naming the file.
     """
@@ -128,7 +131,9 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_rgb(im)
+            bad = _non_finite(im)
+            if not bad:
+                return _to_rgb(im)
     except FileNotFoundError as err:
         raise ImageError(f"{path}: image file not found") from err
     except Image.DecompressionBombError as err:
@@ -142,6 +147,17 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: unreadable or corrupt image ({err})") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{path}: unreadable or corrupt image ({err})") from err
+    raise ImageError(f"{path}: {bad}")
+
+
+def _non_finite(im: Image.Image) -> str:
+    """Why a float image cannot be used (NaN or infinite pixels: min-max scaling would turn it
+    black or meaningless), or "" when it can."""
+    if im.mode != "F":
+        return ""
+    arr = np.asarray(im)
+    n = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    return f"{n} of {arr.size} pixel value(s) are NaN or infinite; not a usable image" if n else ""
 
 
 def normalize(img: Image.Image, mean, std) -> Tensor:

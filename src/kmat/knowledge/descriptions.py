@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from kmat.data.task import Task
-from kmat.errors import TaskError
+from kmat.errors import DescriptionsMissingError, TaskError
 
 MIN_DESCRIPTIONS = 50
 
@@ -58,16 +58,18 @@ def descriptions_source(task: Task) -> Path | None:
 
 
 def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, list[str]]]:
-    """Descriptions of a task: its folder's ``descriptions.json``, else the shipped file of its name."""
+    """Descriptions of a task: its folder's ``descriptions.json``, else the shipped file of its name.
+
+    Neither is a :class:`DescriptionsMissingError`; its message says to add the file and names no
+    method's option (a method that can do without them adds how: K-MaT's anchor)."""
     path = task.descriptions_path
     if path is None:
         path = shipped_path(task.name)
         min_count = max(min_count, MIN_DESCRIPTIONS) if path is not None else min_count
     if path is None:
-        raise TaskError(
-            f"{task.folder}: no descriptions.json (and none shipped for task {task.name!r}); the anchor "
-            "term needs {modality: {class: [sentences]}} for both modalities. Add the file, or turn the "
-            "anchor off (lambda_anchor = 0)"
+        raise DescriptionsMissingError(
+            f"{task.folder}: no descriptions.json (and none shipped for task {task.name!r}); add one "
+            "to the task folder: {modality: {class: [sentences]}} for both modalities"
         )
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

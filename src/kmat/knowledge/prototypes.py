@@ -17,6 +17,7 @@ from torch import Tensor
 
 from kmat.backbone import Backbone
 from kmat.data.task import Task
+from kmat.errors import OutputError
 from kmat.utils.cache import cache_write_failed, content_hash, optional_cache_dir
 from kmat.utils.io import DamagedFileError, atomic_save_safetensors, read_safetensors
 
@@ -53,6 +54,6 @@ def description_prototypes(
     if path is not None and torch.isfinite(proto).all():
         try:
             atomic_save_safetensors(path, {"prototypes": proto.cpu()})
-        except OSError as err:
+        except (OSError, OutputError) as err:
             cache_write_failed(path, err)
     return proto.to(backbone.device)

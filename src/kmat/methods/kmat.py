@@ -25,6 +25,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from kmat.errors import DescriptionsMissingError
 from kmat.methods import register
 from kmat.methods.base import Method, MethodContext, cross_entropy
 from kmat.methods.config import MethodConfig, option
@@ -96,7 +97,13 @@ class KMaT(Method[KMaTConfig]):
         self.use_anchor = cfg.anchor and cfg.lambda_anchor > 0
         self.use_fgw = cfg.fgw and cfg.lambda_fgw > 0
         if self.use_anchor:
-            ctx.prototypes()  # validate and encode descriptions up front, not mid-training
+            try:
+                ctx.prototypes()  # validate and encode descriptions up front, not mid-training
+            except DescriptionsMissingError as err:
+                raise DescriptionsMissingError(
+                    f"{err}; or turn K-MaT's anchor term off (lambda_anchor = 0), which needs none",
+                    field="lambda_anchor",
+                ) from err
 
     def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``L = L_CE + lambda_1 * L_anchor + lambda_2 * L_FGW`` (see the module docstring)."""

@@ -29,7 +29,7 @@ from kmat.run.experiments import (
 )
 from kmat.run.layout import RunLayout, iter_grid_runs
 from kmat.run.schema import Result, differences, identity_of, read_checked_result
-from kmat.utils.io import atomic_write_bytes
+from kmat.utils.io import atomic_write_bytes, output_errors
 
 log = logging.getLogger(__name__)
 
@@ -547,10 +547,11 @@ def write_report(
         try:
             from kmat.report.plots import make_figures, sensitivity_figures
 
-            paths = make_figures(out, agg, rows)
-            if studies is not None:
-                paths += sensitivity_figures(out, studies)
-        except KmatError as err:  # matplotlib missing
+            with output_errors(Path(out) / "figures"):
+                paths = make_figures(out, agg, rows)
+                if studies is not None:
+                    paths += sensitivity_figures(out, studies)
+        except KmatError as err:  # matplotlib missing, or the figures folder cannot be written
             log.warning("figures skipped: %s", err)
         else:
             if paths:

@@ -14,6 +14,7 @@ from typing import Any
 from kmat import PRECISIONS
 from kmat.errors import ConfigError
 from kmat.methods.config import Options, option
+from kmat.utils.io import check_output_folder
 
 MAX_SEED = 2**31 - 1
 
@@ -63,8 +64,12 @@ class RunConfig(Options):
             raise ConfigError("out must name a folder, got an empty string", field="out")
 
     def validate(self) -> RunConfig:
-        """Check every field again (they may have been changed since construction)."""
+        """Check every field again (they may have been changed since construction), and that ``out``
+        can be a folder (it is no file and lies under no file: :class:`~kmat.errors.OutputError`).
+        The file system is looked at here only, not on construction: a recorded configuration
+        whose folder has gone stays readable."""
         self.__post_init__()
+        check_output_folder(self.out)
         return self
 
     def to_dict(self) -> dict[str, Any]:

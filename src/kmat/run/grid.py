@@ -4,6 +4,7 @@ the grid goes on. Every run writes its folder ``OUT/runs/<task>/<label>/<shots>s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.data.task import Task, load_task, resolve_task, task_name
-from kmat.errors import KmatError, RunBusyError
+from kmat.errors import KmatError, OutputError, RunBusyError
 from kmat.features import FeatureStore
 from kmat.methods.config import options_of
 from kmat.run.config import RunConfig
@@ -30,7 +31,7 @@ from kmat.run.runner import (
     stale_inputs,
 )
 from kmat.run.schema import CONFIG_KEYS, differences
-from kmat.utils.io import atomic_write_json
+from kmat.utils.io import atomic_write_json, check_output_folder, output_errors, probe_writable
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,22 @@ def is_done(cfg: RunConfig, task: Task, backbone: Backbone | None = None) -> boo
     return done_state(cfg, task, backbone)[0]
 
 
+def record_failure(run_dir: Path, name: str, spec: RunSpec, err: BaseException) -> None:
+    """Write the failed run's ``error.json`` (the error and its traceback); :class:`OutputError`
+    when it cannot be written."""
+    with output_errors(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        RunLayout.of(run_dir).error,
+        {
+            "run": name,
+            "spec": asdict(spec),
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        },
+    )
+
+
 def _run_default(name: str) -> Any:
     return options_of(RunConfig)[name].default
 
@@ -118,11 +135,17 @@ def run_grid(
     dry_run: bool = False,
     backbone: Backbone | None = None,
 ) -> GridReport:
-    """Run every spec not already done; never stops on a failed run (BackboneError aside).
+    """Run every spec not already done; never stops on a failed run (BackboneError aside, and an
+    :class:`OutputError` when ``out`` itself cannot be written: checked first, and when a run and
+    its ``error.json`` both cannot be written). An ``error.json`` that cannot be written is logged.
 
     Progress is logged (``logging``, logger ``kmat.run.grid``), one line per run.
     """
     report = GridReport()
+    if dry_run:
+        check_output_folder(out)
+    else:  # a read-only, forbidden or misplaced output folder: one error, not one per run
+        probe_writable(out)
     store = FeatureStore(disk=settings.feature_cache)
     tasks: dict[str, Task] = {}  # each task folder read and checked once per grid
     n = len(specs)
@@ -193,21 +216,23 @@ def run_grid(
         except (BackboneError, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - recorded, the grid goes on
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(
-                RunLayout.of(run_dir).error,
-                {
-                    "run": name,
-                    "spec": asdict(spec),
-                    "error": f"{type(err).__name__}: {err}",
-                    "traceback": traceback.format_exc(),
-                },
-            )
+            try:
+                record_failure(run_dir, name, spec, err)
+            except OutputError as unrecorded:
+                if isinstance(err, OutputError):  # neither the run nor its error.json: every run would fail
+                    raise OutputError(
+                        out,
+                        f"the grid stops: run {name} could not be written ({err.reason}), nor its "
+                        f"{RunLayout.of(run_dir).error.name}",
+                        field="out",
+                    ) from err
+                log.warning("%s: the failure of run %s is not recorded: %s", run_dir, name, unrecorded)
             first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
             report.failed.append((name, f"{type(err).__name__}: {first}"))
             log.info("[%d/%d] FAILED   %s: %s: %s", i, n, name, type(err).__name__, first)
             continue
-        RunLayout.of(run_dir).error.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a stale record of an earlier failure
+            RunLayout.of(run_dir).error.unlink(missing_ok=True)
         report.finished.append(name)
         m = res["metrics"]
         log.info(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kmat.errors import RunBusyError
 from kmat.run.layout import RunLayout
+from kmat.utils.io import output_errors
 
 try:
     import fcntl
@@ -31,9 +32,11 @@ def run_lock(folder: str | Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with output_errors(folder):  # a read-only or forbidden place fails here, before any work
+        path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with output_errors(folder):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

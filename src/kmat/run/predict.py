@@ -8,7 +8,7 @@ task folder. (CoCoOp builds its prompts per image and is re-built from its check
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -76,7 +76,31 @@ def load_embeddings(path: str | Path) -> dict[str, Tensor]:
         ) from err
 
 
-@torch.no_grad()
+@dataclass
+class BadImage:
+    """An image that could not be predicted, and why (the reason does not repeat the path)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class PredictionReport:
+    predictions: list[Prediction]
+    bad: list[BadImage] = field(default_factory=list)
+
+
+def _reason(err: ImageError, path: Path) -> str:
+    text = str(err).removeprefix(f"{path}: ")
+    return " ".join(text.split())  # one line
+
+
+def bad_images_error(bad: list[BadImage], total: int) -> ImageError:
+    """One error naming every bad image (one line)."""
+    listed = "; ".join(f"{b.path} ({b.reason})" for b in bad)
+    return ImageError(f"{len(bad)} of {total} image(s) cannot be used: {listed}")
+
+
 def predict_images(
     run_dir: str | Path,
     images: list[Path],
@@ -88,11 +112,45 @@ def predict_images(
     backbone_spec: str | None = None,
     allow_backbone_mismatch: bool = False,
 ) -> list[Prediction]:
+    """Class probabilities of ``images`` (see :func:`predict_report`); any unusable image is an
+    :class:`ImageError` naming every one."""
+    return predict_report(
+        run_dir,
+        images,
+        role=role,
+        backbone=backbone,
+        device=device,
+        batch_size=batch_size,
+        loaded=loaded,
+        backbone_spec=backbone_spec,
+        allow_backbone_mismatch=allow_backbone_mismatch,
+        strict=True,
+    ).predictions
+
+
+@torch.no_grad()
+def predict_report(
+    run_dir: str | Path,
+    images: list[Path],
+    role: str = "low",
+    backbone: Backbone | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    loaded: tuple[dict, dict[str, Tensor]] | None = None,
+    backbone_spec: str | None = None,
+    allow_backbone_mismatch: bool = False,
+    strict: bool = False,
+) -> PredictionReport:
     """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
 
     Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
     ``backbone_spec`` loads the backbone from elsewhere (a moved model folder); its weights must be
     those the run was trained with unless ``allow_backbone_mismatch``.
+
+    An image that cannot be used (missing, corrupt, truncated, empty, not an image, non-finite
+    pixels: :func:`kmat.data.images.load_image`) is skipped and listed in the report's ``bad``;
+    with ``strict`` any such image is an :class:`ImageError` naming every one (all images are read,
+    none is encoded after the first bad one).
     """
     if role not in ("high", "low"):
         raise ConfigError(f"modality must be 'high' or 'low', got {role!r}")
@@ -111,19 +169,28 @@ def predict_images(
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
     t = emb[role].to(backbone.device)
     batch_size = batch_size or encode_batch_size(backbone.device)
-    preds: list[Prediction] = []
+    report = PredictionReport([])
     for i in range(0, len(images), batch_size):
-        chunk = images[i : i + batch_size]
-        x = torch.stack(
-            [test_transform(load_image(p), backbone.image_size, backbone.mean, backbone.std) for p in chunk]
-        )
-        probs = torch.softmax(scale * backbone.encode_images(x) @ t.T, dim=-1).cpu()
+        chunk: list[Path] = []
+        batch: list[Tensor] = []
+        for p in images[i : i + batch_size]:
+            try:
+                batch.append(test_transform(load_image(p), backbone.image_size, backbone.mean, backbone.std))
+            except ImageError as err:
+                report.bad.append(BadImage(str(p), _reason(err, Path(p))))
+                continue
+            chunk.append(p)
+        if not batch or (strict and report.bad):  # strict: go on reading only, to name every bad image
+            continue
+        probs = torch.softmax(scale * backbone.encode_images(torch.stack(batch)) @ t.T, dim=-1).cpu()
         for p, row in zip(chunk, probs, strict=True):
-            preds.append(
+            report.predictions.append(
                 Prediction(
                     str(p),
                     classes[int(row.argmax())],
                     {c: round(float(v), 6) for c, v in zip(classes, row, strict=True)},
                 )
             )
-    return preds
+    if strict and report.bad:
+        raise bad_images_error(report.bad, len(images))
+    return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -22,7 +23,7 @@ from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.fingerprint import data_fingerprint
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, save_checkpoint, train
-from kmat.errors import CheckpointError, RunConflictError, TrainingDivergedError
+from kmat.errors import CheckpointError, OutputError, RunConflictError, TrainingDivergedError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.knowledge.descriptions import descriptions_source
 from kmat.methods import get_method
@@ -43,7 +44,7 @@ from kmat.run.schema import (
     read_result,
 )
 from kmat.utils.cache import file_sha256
-from kmat.utils.io import atomic_save_safetensors, atomic_write_json
+from kmat.utils.io import atomic_save_safetensors, atomic_write_json, output_errors
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,8 @@ def _run(
     timing["test_features_s"] = time.perf_counter() - t0
 
     final = RunLayout.of(cfg.out)  # written only once the inputs have been read
-    final.recover()
+    with output_errors(final.folder):
+        final.recover()
     foreign = final.foreign_entries()
     if foreign:
         raise RunConflictError(
@@ -345,37 +347,50 @@ def _run(
             "a run replaces its folder as a whole, so choose an empty or new folder"
         )
     layout = RunLayout.of(final.staging)  # built aside, then swapped in as a unit
-    layout.folder.mkdir(parents=True)
-    write_subset(shots, task.classes, layout.fewshot_train)
-    if val is not None:
-        write_subset(val, task.classes, layout.fewshot_val)
+    try:
+        with output_errors(final.folder):
+            layout.folder.mkdir(parents=True)
+        write_subset(shots, task.classes, layout.fewshot_train)  # an unwritable place fails before training
+        if val is not None:
+            write_subset(val, task.classes, layout.fewshot_val)
 
-    t0 = time.perf_counter()
-    feats = TrainFeatures(
-        backbone,
-        shots,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        batch_size=_encode_batch(cfg, backbone),
-        show_progress=cfg.show_progress,
-        store=store,
-    )
-    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
-    timing["train_s"] = time.perf_counter() - t0
-    check_finite(method)
-    save_checkpoint(method, _checkpoint_config(cfg, method), layout.checkpoint)
+        t0 = time.perf_counter()
+        feats = TrainFeatures(
+            backbone,
+            shots,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            batch_size=_encode_batch(cfg, backbone),
+            show_progress=cfg.show_progress,
+            store=store,
+        )
+        history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+        timing["train_s"] = time.perf_counter() - t0
+        check_finite(method)
+        save_checkpoint(method, _checkpoint_config(cfg, method), layout.checkpoint)
 
-    t0 = time.perf_counter()
-    per_role = evaluate(method, test, task)
-    save_embeddings(method, layout.embeddings)
-    timing["eval_s"] = time.perf_counter() - t0
-    timing["total_s"] = time.perf_counter() - t_start
-    result = _result(cfg, task, backbone, method, per_role, timing, history)
-    result["config"]["task_data"] = expected["task_data"]
-    result["val"] = _val_metrics(method, val_feats, task)
-    atomic_write_json(layout.config, replay_config(cfg, method.cfg))
-    atomic_write_json(layout.result, result)
-    final.commit()
+        t0 = time.perf_counter()
+        per_role = evaluate(method, test, task)
+        save_embeddings(method, layout.embeddings)
+        timing["eval_s"] = time.perf_counter() - t0
+        timing["total_s"] = time.perf_counter() - t_start
+        result = _result(cfg, task, backbone, method, per_role, timing, history)
+        result["config"]["task_data"] = expected["task_data"]
+        result["val"] = _val_metrics(method, val_feats, task)
+        atomic_write_json(layout.config, replay_config(cfg, method.cfg))
+        atomic_write_json(layout.result, result)
+        with output_errors(final.folder):
+            final.commit()
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # no half-built folder left behind; a broken swap undone
+            final.recover()
+        if isinstance(err, OutputError) and Path(err.path) != final.folder:
+            raise OutputError(
+                final.folder,
+                f"{err.reason} (writing {Path(err.path).name}); the run folder was left as it was",
+                field="out",
+            ) from err
+        raise
     return result
 
 

@@ -47,6 +47,7 @@ MODALITIES = ["dermoscopy", "clinical photograph"]
 
 
 def bench_model_dir(arch: str) -> Path:
+    from kmat.errors import OutputError
     from kmat.tools.tinymodel import write_tiny_biomedclip
     from kmat.utils.cache import cache_dir, cache_needed_error
 
@@ -54,7 +55,7 @@ def bench_model_dir(arch: str) -> Path:
     if not (folder / "open_clip_config.json").is_file():
         try:
             write_tiny_biomedclip(folder, size=arch, seed=0)
-        except OSError as err:
+        except (OSError, OutputError) as err:
             raise cache_needed_error(folder, err) from err
     return folder
 

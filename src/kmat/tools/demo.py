@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from kmat.errors import OutputError
 from kmat.run.experiments import TABLE2_METHODS, table2_grid, table3_grid
 from kmat.run.grid import GridSettings, run_grid
 from kmat.tools.synthmed import SynthPair, write_task
@@ -39,7 +40,10 @@ def synth_task_dir(pair: SynthPair, seed: int = 0, splits: dict[str, int] | None
     if not done.is_file() or json.loads(done.read_text()).get("generator", {}).get("splits") != splits:
         try:
             write_task(pair, folder, seed=seed, splits=splits)
-        except OSError as err:  # a read-only or full cache: the demo cannot go on without its data
+        except (
+            OSError,
+            OutputError,
+        ) as err:  # a read-only or full cache: the demo cannot go on without its data
             raise cache_needed_error(folder, err) from err
     return folder
 

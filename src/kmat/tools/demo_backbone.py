@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kmat.errors import BackboneError, ConfigError
+from kmat.errors import BackboneError, ConfigError, OutputError
 from kmat.tools.synthmed import SynthPair
 from kmat.tools.synthpairs import pairs
 from kmat.utils.cache import cache_dir, cache_needed_error, content_hash
@@ -237,6 +237,9 @@ def demo_backbone_dir(show_progress: bool = True, **overrides) -> Path:
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)  # never leave a half-built model where a finished one is expected
-        except OSError as err:  # a read-only or full cache: there is nowhere to keep the backbone
+        except (
+            OSError,
+            OutputError,
+        ) as err:  # a read-only or full cache: there is nowhere to keep the backbone
             raise cache_needed_error(folder, err) from err
     return folder

@@ -60,11 +60,11 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def cache_needed_error(path: str | Path, err: OSError) -> CacheError:
-    """The error for a write into the cache that the caller cannot do without."""
-    return CacheError(
-        f"cannot write {path} in the cache ({err.strerror or err}); set KMAT_CACHE to a writable folder"
-    )
+def cache_needed_error(path: str | Path, err: Exception) -> CacheError:
+    """The error for a write into the cache that the caller cannot do without (``err``: an
+    ``OSError`` or the :class:`~kmat.errors.OutputError` an atomic write raises)."""
+    why = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
+    return CacheError(f"cannot write {path} in the cache ({why}); set KMAT_CACHE to a writable folder")
 
 
 def _warn_once(message: str) -> None:
@@ -93,10 +93,11 @@ def optional_cache_dir(*parts: str) -> Path | None:
         return None
 
 
-def cache_write_failed(path: str | Path, err: OSError) -> None:
+def cache_write_failed(path: str | Path, err: Exception) -> None:
     """Report a cache file that could not be written (one warning per process); the caller goes on."""
+    why = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
     _warn_once(
-        f"cannot write the cache file {path} ({err.strerror or err}); continuing without caching it "
+        f"cannot write the cache file {path} ({why}); continuing without caching it "
         "(set KMAT_CACHE to a writable folder)"
     )
 

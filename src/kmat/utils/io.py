@@ -8,11 +8,17 @@ Safetensors files written here carry the sha256 of their tensor bytes (the data 
 header) in their metadata under :data:`CHECKSUM_KEY`; :func:`read_safetensors` checks it, so that a
 file whose data was zeroed or flipped under an intact header is seen as damaged. Files written
 before the checksum existed are read unverified.
+
+A write that fails because of where it goes (a full disk or quota, a read-only or forbidden folder,
+a file where a folder must be) raises :class:`kmat.errors.OutputError` naming the path and what to
+do, and leaves no temporary file behind; other ``OSError`` s are raised as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -20,9 +26,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from kmat.errors import OutputError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -35,7 +43,100 @@ TMP_SUFFIX = ".tmp"
 CHECKSUM_KEY = "kmat_sha256"
 """Safetensors metadata key holding the sha256 (hex) of the file's tensor bytes."""
 
+
 _WRITES = 0
+
+_SPACE = "free some space, or choose an output folder on another disk"
+_WRITABLE = "choose an output folder you may write to"
+# errno -> (what happened, what to do)
+_REASONS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device", _SPACE),
+    errno.EROFS: ("read-only file system", _WRITABLE),
+    errno.EACCES: ("permission denied", _WRITABLE),
+    errno.EPERM: ("operation not permitted", _WRITABLE),
+}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    _REASONS[errno.EDQUOT] = ("disk quota exceeded", _SPACE)
+OUTPUT_ERRNOS = frozenset(_REASONS)
+"""The ``errno`` values of an :class:`OutputError`: the output place, not the data, is at fault."""
+
+
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The first of ``path``'s parents that exists and is not a folder (nothing can be made under
+    it), else None."""
+    for parent in reversed(Path(path).parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def output_error(err: OSError, path: str | Path) -> OutputError | None:
+    """``err`` (raised while writing ``path``) as an :class:`OutputError`, or None when it is no
+    fault of the output place."""
+    if err.errno in _REASONS:
+        what, todo = _REASONS[err.errno]
+        return OutputError(path, f"cannot write ({what}); {todo}", field="out")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        blocker = file_in_the_way(path)
+        if blocker is not None:
+            return OutputError(
+                path, f"{blocker} is a file, not a folder, so nothing can be written under it", field="out"
+            )
+        if err.errno == errno.EISDIR or Path(path).is_dir():
+            return OutputError(path, "is a folder; give the path of a file", field="out")
+        if err.errno == errno.EEXIST and Path(path).exists():
+            return OutputError(path, "is a file, not a folder; choose a folder", field="out")
+    return None
+
+
+@contextlib.contextmanager
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Raise an ``OSError`` of the ``with`` block that is the output place's fault
+    (:func:`output_error`) as an :class:`OutputError` naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        out = output_error(err, path)
+        if out is None:
+            raise
+        raise out from err
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """``path`` can be (or is) a folder: it is not a file and lies under no file; else :class:`OutputError`."""
+    path = Path(path)
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise OutputError(
+            path, f"{blocker} is a file, not a folder; choose another output folder", field="out"
+        )
+    if path.exists() and not path.is_dir():
+        raise OutputError(path, "is a file, not a folder; choose another output folder", field="out")
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """``path`` can be written as a file: it is not a folder and lies under no file; else
+    :class:`OutputError`."""
+    path = Path(path)
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise OutputError(path, f"{blocker} is a file, not a folder; choose another output path", field="out")
+    if path.is_dir():
+        raise OutputError(path, "is a folder; give the path of a file to write", field="out")
+    return path
+
+
+def probe_writable(folder: str | Path) -> Path:
+    """Make ``folder`` (and its parents) and check that a file can be created in it (the file is
+    removed again); :class:`OutputError` if not. A full disk may still let this pass."""
+    folder = check_output_folder(folder)
+    with output_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kmat-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    return folder
 
 
 def _fault_point(path: Path) -> None:
@@ -54,22 +155,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary sibling and a rename: readers see the old file
     or the new one, never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fault_point(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fault_point(path)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     return path
 
 
