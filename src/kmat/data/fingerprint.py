@@ -8,6 +8,10 @@ Image hashes are memoised per path, size and modification time (:func:`kmat.util
 so a grid hashes each image once, and the feature cache, keyed by the same hashes, hits the memo.
 
 A finished run records the fingerprint; a grid redoes a run whose task data has changed since.
+
+:func:`check_content_leaks` uses the same hashes to find a training image that is also a
+validation or test image under another name (the same bytes): a leak that inflates the high-end
+numbers, which a check of paths alone cannot see.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 
 from kmat.data.task import Task
+from kmat.errors import TaskError
 from kmat.utils.cache import file_sha256
 
 _USED_SPLITS = ("train", "val", "test")  # "excluded" rows are never read by a run
@@ -33,3 +38,24 @@ def data_fingerprint(task: Task) -> str:
         body[mod.role] = {"name": mod.name, "display_name": mod.display_name, "rows": rows}
     blob = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_content_leaks(task: Task) -> None:
+    """:class:`TaskError` when an image of a modality's train split has the same bytes as one of its
+    val or test images (the leak is named by both manifest paths); the modality a run trains on
+    (high-end) and the one it is tested on (low-end) are both checked, each within itself."""
+    for mod in (task.high, task.low):
+        train = {file_sha256(s.path): s for s in mod.samples if s.split == "train"}
+        leaks = [
+            (train[h], s)
+            for s in mod.samples
+            if s.split in ("val", "test") and (h := file_sha256(s.path)) in train
+        ]
+        if leaks:
+            shown = "; ".join(f"{a.rel!r} (train) = {b.rel!r} ({b.split})" for a, b in leaks[:3])
+            more = f"; and {len(leaks) - 3} more" if len(leaks) > 3 else ""
+            raise TaskError(
+                f"{mod.manifest}: {len(leaks)} evaluation image(s) have the same content as a training "
+                f"image ({mod.role}-end, {mod.name}): {shown}{more}. Keep one copy, or set the other's "
+                "split to 'excluded'"
+            )

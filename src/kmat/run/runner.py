@@ -20,7 +20,7 @@ import torch
 from kmat import __version__
 from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
-from kmat.data.fingerprint import data_fingerprint
+from kmat.data.fingerprint import check_content_leaks, data_fingerprint
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, save_checkpoint, train
 from kmat.errors import CheckpointError, OutputError, RunConflictError, TrainingDivergedError
@@ -320,6 +320,7 @@ def _run(
     timing["load_s"] = time.perf_counter() - t_start
 
     method_config = resolve_method_config(cfg, task)
+    check_content_leaks(task)
     expected = run_identity(cfg, task, method_config, backbone)
     check_run_folder(cfg.out, expected, overwrite)
     t0 = time.perf_counter()
