@@ -8,7 +8,7 @@ STAMP := $(VENV)/.kmat-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,plots,dicom]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,plots,dicom,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP)
