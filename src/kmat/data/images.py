@@ -150,6 +150,34 @@ def load_image(path: str | Path) -> Image.Image:
     raise ImageError(f"{path}: {bad}")
 
 
+_READABLE: set[tuple[str, int, int]] = set()
+
+
+def check_readable(paths: Iterable[str | Path], what: str = "training") -> None:
+    """Decode every image once (memoised per path, size and modification time) and raise one
+    :class:`ImageError` that names all unreadable ones: a run finds a bad training image before it
+    trains, not in its first epoch."""
+    bad = []
+    for path in dict.fromkeys(Path(p) for p in paths):  # a few-shot subset may repeat an image
+        try:
+            st = path.stat()
+        except OSError as err:
+            bad.append(f"{path}: {err.strerror or err}")
+            continue
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key in _READABLE:
+            continue
+        try:
+            load_image(path)
+        except ImageError as err:
+            bad.append(str(err))
+            continue
+        _READABLE.add(key)
+    if bad:
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ImageError(f"{len(bad)} unreadable {what} image(s):\n  " + "\n  ".join(bad[:10]) + more)
+
+
 def _non_finite(im: Image.Image) -> str:
     """Why a float image cannot be used (NaN or infinite pixels: min-max scaling would turn it
     black or meaningless), or "" when it can."""

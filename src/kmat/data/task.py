@@ -19,6 +19,7 @@ import csv
 import difflib
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,16 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def fs_text(text: str) -> str:
+    """A path read from a UTF-8 text file (manifest, task.json) as the file system API wants it:
+    the same string where the file system encoding is UTF-8; under an ASCII locale
+    (``LC_ALL=C PYTHONUTF8=0``) the string whose encoded bytes are the UTF-8 bytes on disk
+    (``os.fsdecode`` of them), so that non-ASCII file names are still found."""
+    if sys.getfilesystemencoding().lower().replace("-", "") in ("utf8", "utf_8"):
+        return text
+    return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+
+
 def _read_manifest(
     path: Path, root: Path, classes: list[str], label_map: dict, check_files: bool, crop_border: int = 0
 ) -> list[Sample]:
@@ -122,7 +133,8 @@ def _read_manifest(
         rel = (row.get("path") or "").strip()
         if not rel:
             raise TaskError(f"{path}:{lineno}: empty image path")
-        img = (root / rel) if not os.path.isabs(rel) else Path(rel)
+        rel_fs = fs_text(rel)
+        img = (root / rel_fs) if not os.path.isabs(rel_fs) else Path(rel_fs)
         key = os.path.normpath(str(img))
         if key in seen:
             raise TaskError(
@@ -151,9 +163,9 @@ def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_fil
     for opt, kind in (("root", str), ("display_name", str), ("dataset", str), ("label_map", dict)):
         if opt in m and not isinstance(m[opt], kind):
             raise TaskError(f"{folder / 'task.json'}: {key}.{opt} must be a {kind.__name__}, got {m[opt]!r}")
-    root = Path(m.get("root", "."))
+    root = Path(fs_text(m.get("root", ".")))
     root = root if root.is_absolute() else (folder / root)
-    manifest = folder / m["manifest"]
+    manifest = folder / fs_text(m["manifest"])
     crop = m.get("crop_border", 0)
     if not isinstance(crop, int) or crop < 0:
         raise TaskError(

@@ -158,10 +158,15 @@ def check_value(info: OptionInfo, value: Any, owner: str) -> Any:
     if info.min is not None and isinstance(value, int | float):
         if value < info.min or (info.min_exclusive and value == info.min):
             op = ">" if info.min_exclusive else ">="
-            raise ConfigError(f"{where} must be {op} {info.min:g}, got {value}", field=info.name)
+            raise ConfigError(f"{where} must be {op} {_bound(info.min)}, got {value}", field=info.name)
     if info.max is not None and isinstance(value, int | float) and value > info.max:
-        raise ConfigError(f"{where} must be <= {info.max:g}, got {value}", field=info.name)
+        raise ConfigError(f"{where} must be <= {_bound(info.max)}, got {value}", field=info.name)
     return value
+
+
+def _bound(b: float) -> str:
+    """A bound as a reader writes it: ``2147483647``, ``0.5``, ``1e-06``."""
+    return str(int(b)) if float(b).is_integer() else f"{b:g}"
 
 
 class Options:

@@ -21,6 +21,7 @@ from kmat import __version__
 from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.fingerprint import check_content_leaks, data_fingerprint
+from kmat.data.images import check_readable
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, save_checkpoint, train
 from kmat.errors import CheckpointError, OutputError, RunConflictError, TrainingDivergedError
@@ -334,6 +335,7 @@ def _run(
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
+    check_readable([s.path for s in shots])  # and so does an unreadable training image
     test = _test_features(cfg, task, backbone, store)
     val_feats = _test_features(cfg, task, backbone, store, split="val")
     timing["test_features_s"] = time.perf_counter() - t0
