@@ -4,6 +4,7 @@ preparer tests. Images are 16x16 and written with PIL; everything is determinist
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,9 @@ SIZE = 16
 
 
 def write_image(path: Path, value: int = 128, mode: str = "RGB", fmt: str | None = None) -> Path:
-    """A small solid image at ``path`` (format from the extension unless ``fmt``)."""
+    """A small solid image at ``path`` (format from the extension unless ``fmt``), its first row
+    marked with a digest of the path's last five parts: no two files share their bytes, as in a
+    real dataset (a copy of a training image among the test images is a leak kmat refuses)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "RGBA":
         im = Image.new("RGBA", (SIZE, SIZE), (value % 256, 60, 200 - value % 100, 255))
@@ -21,6 +24,10 @@ def write_image(path: Path, value: int = 128, mode: str = "RGB", fmt: str | None
         im = Image.new("L", (SIZE, SIZE), value % 256)
     else:
         im = Image.new("RGB", (SIZE, SIZE), (value % 256, 100, 50))
+    mark = hashlib.sha256("/".join(path.parts[-5:]).encode()).digest()
+    for x in range(SIZE):
+        v = mark[x]
+        im.putpixel((x, 0), v if mode == "L" else (v, v, v, 255) if mode == "RGBA" else (v, v, v))
     if fmt is None:
         ext = path.suffix.lower()
         fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]

@@ -132,11 +132,24 @@ def test_class_missing_from_a_test_split_warns(toy_task):
     "edit,msg",
     [
         (lambda spec: [spec], "expected an object"),
-        (lambda spec: {**spec, "classnames": ["a", "b", "c"]}, "'classnames' must be an object"),
+        (lambda spec: {**spec, "classnames": ["a", "b", "c"]}, r"task.json: classnames: .*dictionary"),
         (
             lambda spec: {**spec, "high_end": {**spec["high_end"], "root": 5}},
-            "high_end.root must be a str, got 5",
+            r"task.json: high_end.root: .*string, got 5",
         ),
+        (
+            lambda spec: {**spec, "low_end": {**spec["low_end"], "crop_border": -1}},
+            r"task.json: low_end.crop_border: .*greater than or equal to 0, got -1",
+        ),
+        (
+            lambda spec: {**spec, "high_end": {k: v for k, v in spec["high_end"].items() if k != "manifest"}},
+            r"task.json: high_end.manifest: missing",
+        ),
+        (
+            lambda spec: {**spec, "classes": ["a", "b", "a"]},
+            r"task.json: classes: duplicate class keys \['a'\]",
+        ),
+        (lambda spec: {**spec, "classes": []}, r"task.json: classes: .*at least 1 item"),
     ],
 )
 def test_malformed_task_json_names_the_field(toy_task, edit, msg):

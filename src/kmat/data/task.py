@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kmat.data.definitions import load_definition, task_names
+from kmat.data.spec import ModalitySpec, TaskSpec, check_task_spec
 from kmat.errors import ConfigError, TaskError
 
 SPLITS = ("train", "val", "test", "excluded")
@@ -152,32 +153,17 @@ def _read_manifest(
     return samples
 
 
-def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_files: bool) -> Modality:
-    key = _ROLE_KEYS[role]
-    m = spec.get(key)
-    if not isinstance(m, dict):
-        raise TaskError(f"{folder / 'task.json'}: missing object {key!r}")
-    for req in ("modality", "manifest"):
-        if not m.get(req):
-            raise TaskError(f"{folder / 'task.json'}: {key}.{req} is required")
-    for opt, kind in (("root", str), ("display_name", str), ("dataset", str), ("label_map", dict)):
-        if opt in m and not isinstance(m[opt], kind):
-            raise TaskError(f"{folder / 'task.json'}: {key}.{opt} must be a {kind.__name__}, got {m[opt]!r}")
-    root = Path(fs_text(m.get("root", ".")))
+def _modality(folder: Path, spec: TaskSpec, role: str, classes: list[str], check_files: bool) -> Modality:
+    m: ModalitySpec = spec.high_end if role == "high" else spec.low_end
+    root = Path(fs_text(m.root or "."))
     root = root if root.is_absolute() else (folder / root)
-    manifest = folder / fs_text(m["manifest"])
-    crop = m.get("crop_border", 0)
-    if not isinstance(crop, int) or crop < 0:
-        raise TaskError(
-            f"{folder / 'task.json'}: {key}.crop_border must be a non-negative integer, got {crop!r}"
-        )
-    samples = _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files, crop)
-    name = m["modality"]
+    manifest = folder / fs_text(m.manifest)
+    samples = _read_manifest(manifest, root.resolve(), classes, m.label_map, check_files, m.crop_border)
     return Modality(
         role=role,
-        name=name,
-        display_name=m.get("display_name", name.replace("_", " ")),
-        dataset=m.get("dataset", ""),
+        name=m.modality,
+        display_name=m.display_name or m.modality.replace("_", " "),
+        dataset=m.dataset,
         manifest=manifest,
         root=root.resolve(),
         samples=samples,
@@ -219,27 +205,18 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
         spec = json.loads(tj.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise TaskError(f"{tj}: invalid JSON: {err}") from err
-    if not isinstance(spec, dict):
-        raise TaskError(
-            f'{tj}: expected an object {{"classes": [...], "high_end": {{...}}, ...}}, got {type(spec).__name__}'
-        )
-    classes = spec.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
-        raise TaskError(f"{tj}: 'classes' must be a non-empty list of class keys")
-    if len(set(classes)) != len(classes):
-        raise TaskError(f"{tj}: duplicate class keys in 'classes'")
-    names = spec.get("classnames", {})
-    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
-        raise TaskError(f"{tj}: 'classnames' must be an object {{class key: display name}}")
+    checked = check_task_spec(spec, tj)
+    classes = checked.classes
+    names = checked.classnames
     classnames = [names.get(c, c.replace("_", " ")) for c in classes]
-    high = _modality(folder, spec, "high", classes, check_files)
-    low = _modality(folder, spec, "low", classes, check_files)
+    high = _modality(folder, checked, "high", classes, check_files)
+    low = _modality(folder, checked, "low", classes, check_files)
     if high.name == low.name:
         raise TaskError(f"{tj}: high_end and low_end must have different modality names (both {high.name!r})")
     _require_split(high, "train", classes)
     _require_split(high, "test", classes)
     _require_split(low, "test", classes)
-    desc = folder / spec.get("descriptions", "descriptions.json")
+    desc = folder / fs_text(checked.descriptions)
     return Task(
         name=task_name(folder, spec),
         folder=folder,
