@@ -40,11 +40,12 @@ def data_fingerprint(task: Task) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def check_content_leaks(task: Task) -> None:
+def check_content_leaks(task: Task, roles: tuple[str, ...] = ("high", "low")) -> None:
     """:class:`TaskError` when an image of a modality's train split has the same bytes as one of its
     val or test images (the leak is named by both manifest paths); the modality a run trains on
-    (high-end) and the one it is tested on (low-end) are both checked, each within itself."""
-    for mod in (task.high, task.low):
+    (high-end) and the one it is tested on (low-end) are both checked, each within itself (or only
+    those of ``roles``)."""
+    for mod in (task.modality(r) for r in roles):
         train = {file_sha256(s.path): s for s in mod.samples if s.split == "train"}
         leaks = [
             (train[h], s)

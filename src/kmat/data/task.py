@@ -140,7 +140,9 @@ def _read_manifest(
     return samples
 
 
-def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_files: bool) -> Modality:
+def _modality(
+    folder: Path, spec: dict, role: str, classes: list[str], check_files: bool, read_samples: bool = True
+) -> Modality:
     key = _ROLE_KEYS[role]
     m = spec.get(key)
     if not isinstance(m, dict):
@@ -159,7 +161,11 @@ def _modality(folder: Path, spec: dict, role: str, classes: list[str], check_fil
         raise TaskError(
             f"{folder / 'task.json'}: {key}.crop_border must be a non-negative integer, got {crop!r}"
         )
-    samples = _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files, crop)
+    samples = (
+        _read_manifest(manifest, root.resolve(), classes, m.get("label_map", {}), check_files, crop)
+        if read_samples
+        else []
+    )
     name = m["modality"]
     return Modality(
         role=role,
@@ -197,8 +203,12 @@ def task_name(folder: Path, spec: dict) -> str:
     return spec.get("task") or Path(folder).expanduser().resolve().name
 
 
-def load_task(folder: str | Path, check_files: bool = True) -> Task:
-    """Load and validate a task folder (task.json + manifests; descriptions are read lazily)."""
+def load_task(folder: str | Path, check_files: bool = True, read_low: bool = True) -> Task:
+    """Load and validate a task folder (task.json + manifests; descriptions are read lazily).
+
+    ``read_low=False`` leaves the low-end manifest unread (its modality has no samples; its name and
+    display name come from task.json): hyper-parameter search on the high-end data, where no
+    low-end image path or label may be seen before the final evaluation."""
     folder = Path(folder).expanduser().resolve()
     tj = folder / "task.json"
     if not tj.is_file():
@@ -221,12 +231,13 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
         raise TaskError(f"{tj}: 'classnames' must be an object {{class key: display name}}")
     classnames = [names.get(c, c.replace("_", " ")) for c in classes]
     high = _modality(folder, spec, "high", classes, check_files)
-    low = _modality(folder, spec, "low", classes, check_files)
+    low = _modality(folder, spec, "low", classes, check_files, read_samples=read_low)
     if high.name == low.name:
         raise TaskError(f"{tj}: high_end and low_end must have different modality names (both {high.name!r})")
     _require_split(high, "train", classes)
     _require_split(high, "test", classes)
-    _require_split(low, "test", classes)
+    if read_low:
+        _require_split(low, "test", classes)
     desc = folder / spec.get("descriptions", "descriptions.json")
     return Task(
         name=task_name(folder, spec),
