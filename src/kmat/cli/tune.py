@@ -8,7 +8,9 @@ from kmat.cli._common import print_metrics
 from kmat.cli.options import add_method_flags, add_run_flags, method_options_from_args
 from kmat.errors import ConfigError
 
-HEAVY_HELP = "search a method's options (Optuna), then evaluate the best configuration"  # flags from the registry
+HEAVY_HELP = (
+    "search a method's options (Optuna), then evaluate the best configuration"  # flags from the registry
+)
 
 EPILOG = """search space (--space, one entry per option of the method; see --help-options):
   NAME=LOW:HIGH          uniform float (integers for an int option)
@@ -63,7 +65,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="the objective: high-end validation accuracy (default; the paper's protocol) or the "
         "low-end one (not zero-shot)",
     )
-    g.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler (default: tpe)")
+    g.add_argument(
+        "--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler (default: tpe)"
+    )
     g.add_argument("--sampler-seed", type=int, default=0, help="seed of the sampler (default: 0)")
     g.add_argument("--out", required=True, help="output folder (the study, trials, best config, final runs)")
     g.add_argument(

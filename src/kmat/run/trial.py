@@ -9,8 +9,9 @@ writes nothing, so a trial can run in this process or, later, as a task on anoth
 ``select_on="high"`` (the paper's protocol) reads no low-end image or label: the task is loaded
 with the low-end manifest unread (:func:`load_task` with ``read_low=False``), a task passed in is
 stripped of its low-end samples, and only the high-end train and val images are hashed, checked
-for content leaks and encoded. ``select_on="low"`` scores on the low-end validation split, which
-peeks at the target modality: what it chooses is not a strict zero-shot result.
+for content leaks and encoded. ``select_on="low"`` scores on the low-end validation split (and
+reads no other low-end image), which peeks at the target modality: what it chooses is not a strict
+zero-shot result.
 """
 
 from __future__ import annotations
@@ -79,8 +80,7 @@ def score_trial(
     backbone = _backbone_for(cfg, backbone)
     if store is None:
         store = FeatureStore(disk=cfg.feature_cache)
-    roles = ("high",) if select_on == "high" else ("high", "low")
-    check_content_leaks(task, roles)
+    check_content_leaks(task, ("high",))  # the data it trains on; the final runs check the low end too
     method = build_method(cfg, task, backbone, resolve_method_config(cfg, task))
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
     val = {

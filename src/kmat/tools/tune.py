@@ -114,7 +114,9 @@ def parse_space(items: Sequence[str], method: str) -> list[SpaceParam]:
         if not sep or not name or not spec:
             raise ConfigError(f"{where}: expected NAME=LOW:HIGH[:log|:int] or NAME=V1,V2,...")
         if name not in known:
-            raise ConfigError(f"{where}: method {method!r} has no option {name!r}; its options: {sorted(known)}")
+            raise ConfigError(
+                f"{where}: method {method!r} has no option {name!r}; its options: {sorted(known)}"
+            )
         if any(p.name == name for p in out):
             raise ConfigError(f"{where}: {name} is searched twice")
         info = known[name]
@@ -295,7 +297,15 @@ def write_trials_csv(study: Any, settings: TuneSettings, path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
-        ["number", "state", "objective", *names, *(f"objective_seed{s}" for s in settings.seeds), "duration_s", "error"]
+        [
+            "number",
+            "state",
+            "objective",
+            *names,
+            *(f"objective_seed{s}" for s in settings.seeds),
+            "duration_s",
+            "error",
+        ]
     )
     for t in study.get_trials(deepcopy=False):
         per_seed = t.user_attrs.get("per_seed", {})
@@ -329,7 +339,10 @@ def plot_study(study: Any, settings: TuneSettings, path: Path, title: str) -> Pa
     failed = [t.number for t in study.get_trials(deepcopy=False) if _state(t) == "failed"]
     shown = settings.space[:4]
     fig, axes = plt.subplots(
-        1, 1 + len(shown), figsize=(4.6 + 3.0 * len(shown), 3.6), squeeze=False,
+        1,
+        1 + len(shown),
+        figsize=(4.6 + 3.0 * len(shown), 3.6),
+        squeeze=False,
         gridspec_kw={"width_ratios": [1.6] + [1.0] * len(shown)},
     )
     ax = axes[0][0]
@@ -344,8 +357,15 @@ def plot_study(study: Any, settings: TuneSettings, path: Path, title: str) -> Pa
             running.append(best)
         ax.step(xs, running, where="post", color="tab:red", lw=1.6, label="best so far")
         assert best_i is not None
-        ax.scatter([xs[best_i]], [ys[best_i]], marker="*", s=180, color="tab:red", zorder=4,
-                   label=f"best: #{xs[best_i]} ({ys[best_i]:.2f})")
+        ax.scatter(
+            [xs[best_i]],
+            [ys[best_i]],
+            marker="*",
+            s=180,
+            color="tab:red",
+            zorder=4,
+            label=f"best: #{xs[best_i]} ({ys[best_i]:.2f})",
+        )
     if failed:
         lo = min(ys) if ys else 0.0
         ax.scatter(failed, [lo] * len(failed), marker="x", color="grey", label="failed")
@@ -487,14 +507,14 @@ def _tune(settings: TuneSettings, out: Path) -> dict[str, Any]:
     best = _best(study, optuna)
     if best is None:
         raise KmatError(f"{out}: no trial finished (see the error column of {csv_path})")
-    best_cfg = settings.run_config(settings.seeds[0], dict(best.params), out / "final" / f"seed{settings.seeds[0]}")
+    best_cfg = settings.run_config(
+        settings.seeds[0], dict(best.params), out / "final" / f"seed{settings.seeds[0]}"
+    )
     config_path = out / "best_config.json"
     from kmat.utils.io import atomic_write_json
 
     atomic_write_json(config_path, {**best_cfg.replay_dict(), "options": best_cfg.options})
-    objective = (
-        f"{role}-end validation accuracy (%), mean over seed(s) {' '.join(map(str, settings.seeds))}"
-    )
+    objective = f"{role}-end validation accuracy (%), mean over seed(s) {' '.join(map(str, settings.seeds))}"
     figure = plot_study(
         study,
         settings,
