@@ -186,7 +186,7 @@ class TuneSettings:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
         if self.trials < 1:
-            raise ConfigError(f"trials must be >= 1, got {self.trials}", field="trials")
+            raise ConfigError(f"the number of trials must be >= 1, got {self.trials}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be one or more different seeds, got {list(self.seeds)}")
         both = sorted(set(self.options) & {p.name for p in self.space})
@@ -369,13 +369,13 @@ def plot_study(study: Any, settings: TuneSettings, path: Path, title: str) -> Pa
     if failed:
         lo = min(ys) if ys else 0.0
         ax.scatter(failed, [lo] * len(failed), marker="x", color="grey", label="failed")
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (colour: order)")
     ax.set_ylabel(f"{SELECT_ON[settings.select_on]}-end val accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)
     for j, p in enumerate(shown, start=1):
         a = axes[0][j]
         vals = [t.params.get(p.name) for t in done]
@@ -383,16 +383,22 @@ def plot_study(study: Any, settings: TuneSettings, path: Path, title: str) -> Pa
             index = {json.dumps(c): i for i, c in enumerate(p.choices)}
             px = [index[json.dumps(v)] for v in vals]
             a.set_xticks(range(len(p.choices)), [str(c) for c in p.choices], fontsize=7)
+            a.set_xlim(-0.5, len(p.choices) - 0.5)
         else:
             px = vals
+            assert p.low is not None and p.high is not None
+            pad = 0.0 if p.log else 0.03 * (p.high - p.low)
+            a.set_xlim(p.low - pad, p.high + pad)  # the searched range
             if p.log:
                 a.set_xscale("log")
+                a.set_xlim(p.low / 1.15, p.high * 1.15)
+                a.xaxis.set_minor_formatter(NullFormatter())
             elif p.kind == "int":
                 a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.scatter(px, ys, c=xs, cmap="viridis", s=22)
         if best_i is not None:
             a.scatter([px[best_i]], [ys[best_i]], marker="*", s=150, color="tab:red", zorder=4)
-        a.set_xlabel(p.name)
+        a.set_xlabel(f"{p.name} ({p.spec().partition('=')[2]})")
         a.grid(alpha=0.3)
         if j > 1:
             a.tick_params(labelleft=False)
