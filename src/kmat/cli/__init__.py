@@ -15,6 +15,7 @@ VERBS = [
     "train",
     "evaluate",
     "reproduce",
+    "tune",
     "table",
     "prepare",
     "tasks",

@@ -40,11 +40,12 @@ def data_fingerprint(task: Task) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def check_content_leaks(task: Task) -> None:
+def check_content_leaks(task: Task, roles: tuple[str, ...] = ("high",)) -> None:
     """:class:`TaskError` when an image of the high-end train split has the same bytes as one of
     its val or test images (the leak is named by both manifest paths). Only the high-end modality
-    is trained on: the low-end train split is never read by a run, so a copy there is no leak."""
-    for mod in (task.high,):
+    is trained on: the low-end train split is never read by a run, so a copy there is no leak
+    (``roles`` may still ask for it)."""
+    for mod in (task.modality(r) for r in roles):
         train = {file_sha256(s.path): s for s in mod.samples if s.split == "train"}
         leaks = [
             (train[h], s)

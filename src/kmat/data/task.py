@@ -153,12 +153,18 @@ def _read_manifest(
     return samples
 
 
-def _modality(folder: Path, spec: TaskSpec, role: str, classes: list[str], check_files: bool) -> Modality:
+def _modality(
+    folder: Path, spec: TaskSpec, role: str, classes: list[str], check_files: bool, read_samples: bool = True
+) -> Modality:
     m: ModalitySpec = spec.high_end if role == "high" else spec.low_end
     root = Path(fs_text(m.root or "."))
     root = root if root.is_absolute() else (folder / root)
     manifest = folder / fs_text(m.manifest)
-    samples = _read_manifest(manifest, root.resolve(), classes, m.label_map, check_files, m.crop_border)
+    samples = (
+        _read_manifest(manifest, root.resolve(), classes, m.label_map, check_files, m.crop_border)
+        if read_samples
+        else []
+    )
     return Modality(
         role=role,
         name=m.modality,
@@ -195,8 +201,12 @@ def task_name(folder: Path, spec: dict) -> str:
     return spec.get("task") or Path(folder).expanduser().resolve().name
 
 
-def load_task(folder: str | Path, check_files: bool = True) -> Task:
-    """Load and validate a task folder (task.json + manifests; descriptions are read lazily)."""
+def load_task(folder: str | Path, check_files: bool = True, read_low: bool = True) -> Task:
+    """Load and validate a task folder (task.json + manifests; descriptions are read lazily).
+
+    ``read_low=False`` leaves the low-end manifest unread (its modality has no samples; its name and
+    display name come from task.json): hyper-parameter search on the high-end data, where no
+    low-end image path or label may be seen before the final evaluation."""
     folder = Path(folder).expanduser().resolve()
     tj = folder / "task.json"
     if not tj.is_file():
@@ -210,12 +220,13 @@ def load_task(folder: str | Path, check_files: bool = True) -> Task:
     names = checked.classnames
     classnames = [names.get(c, c.replace("_", " ")) for c in classes]
     high = _modality(folder, checked, "high", classes, check_files)
-    low = _modality(folder, checked, "low", classes, check_files)
+    low = _modality(folder, checked, "low", classes, check_files, read_samples=read_low)
     if high.name == low.name:
         raise TaskError(f"{tj}: high_end and low_end must have different modality names (both {high.name!r})")
     _require_split(high, "train", classes)
     _require_split(high, "test", classes)
-    _require_split(low, "test", classes)
+    if read_low:
+        _require_split(low, "test", classes)
     desc = folder / fs_text(checked.descriptions)
     return Task(
         name=task_name(folder, spec),

@@ -288,6 +288,7 @@ def run(
     task: Task | None = None,
     overwrite: bool = False,
     locked: bool = False,
+    annotations: dict[str, Any] | None = None,
 ) -> dict:
     """Train and evaluate one (method, task, shots, seed); writes ``<out>/result.json`` and returns it.
 
@@ -295,12 +296,14 @@ def run(
     A finished run of another configuration in ``cfg.out`` is a :class:`RunConflictError` unless
     ``overwrite``. The run holds ``cfg.out``'s lock (:mod:`kmat.run.lock`) while it works, unless the
     caller holds it already (``locked``); another process holding it is a :class:`RunBusyError`.
+    ``annotations`` are top-level keys added to ``result.json`` (e.g. ``protocol`` and ``tuning`` of
+    a run that ``kmat tune`` chose); they are not part of the run's identity.
     """
     cfg.validate()
     if locked:
-        return _run(cfg, backbone, store, task, overwrite)
+        return _run(cfg, backbone, store, task, overwrite, annotations)
     with run_lock(cfg.out):
-        return _run(cfg, backbone, store, task, overwrite)
+        return _run(cfg, backbone, store, task, overwrite, annotations)
 
 
 def _run(
@@ -309,6 +312,7 @@ def _run(
     store: FeatureStore | None,
     task: Task | None,
     overwrite: bool,
+    annotations: dict[str, Any] | None = None,
 ) -> dict:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
@@ -380,6 +384,7 @@ def _run(
         result = _result(cfg, task, backbone, method, per_role, timing, history)
         result["config"]["task_data"] = expected["task_data"]
         result["val"] = _val_metrics(method, val_feats, task)
+        result.update(annotations or {})
         atomic_write_json(layout.config, replay_config(cfg, method.cfg))
         atomic_write_json(layout.result, result)
         with output_errors(final.folder):

@@ -50,6 +50,8 @@ class Result(TypedDict, total=False):
     history: list[dict[str, Any]]
     timing: dict[str, float]
     versions: dict[str, str]
+    protocol: str  # how the configuration was chosen, when ``kmat tune`` chose it (high-val / low-val)
+    tuning: dict[str, Any]  # the tune that chose it (study folder, objective, best trial)
 
 
 def _json_text(value: Any, limit: int = 40) -> str:

@@ -1,0 +1,115 @@
+"""One hyper-parameter-search trial: train a configuration and score it on one validation split.
+
+A trial is a function of its :class:`RunConfig` alone (the method options under test and the seed):
+:func:`score_trial` trains the method on the high-end few-shot images exactly as a run does
+(:func:`kmat.run.runner.run`: same seeding, few-shot subset, augmented views and training loop)
+and returns the metrics of the final model on the *full* validation split of one modality. It
+writes nothing, so a trial can run in this process or, later, as a task on another worker.
+
+``select_on="high"`` (the paper's protocol) reads no low-end image or label: the task is loaded
+with the low-end manifest unread (:func:`load_task` with ``read_low=False``), a task passed in is
+stripped of its low-end samples, and only the high-end train and val images are hashed, checked
+for content leaks and encoded. ``select_on="low"`` scores on the low-end validation split (and
+reads no other low-end image), which peeks at the target modality: what it chooses is not a strict
+zero-shot result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from kmat.backbone import Backbone
+from kmat.data.fewshot import sample_few_shot
+from kmat.data.fingerprint import check_content_leaks
+from kmat.data.task import Task, load_task, resolve_task
+from kmat.engine import train
+from kmat.errors import ConfigError, TaskError
+from kmat.features import FeatureStore, TrainFeatures, encode_samples
+from kmat.run.config import RunConfig
+from kmat.run.device import resolve_device
+from kmat.run.runner import (
+    _backbone_for,
+    _encode_batch,
+    _val_metrics,
+    build_method,
+    check_finite,
+    resolve_method_config,
+    seed_everything,
+)
+
+SELECT_ROLES = ("high", "low")
+
+
+def trial_task(task: str | Task, select_on: str, data_root: str | None = None) -> Task:
+    """The task a trial may see: for ``select_on="high"`` without any low-end sample (a folder or
+    name is loaded without reading the low-end manifest). Its ``select_on`` modality must have a
+    validation split (:class:`TaskError` otherwise)."""
+    if select_on not in SELECT_ROLES:
+        raise ConfigError(f"select_on must be one of {list(SELECT_ROLES)}, got {select_on!r}")
+    if isinstance(task, str):
+        task = load_task(resolve_task(task, data_root), read_low=select_on == "low")
+    elif select_on == "high" and task.low.samples:
+        task = dataclasses.replace(task, low=dataclasses.replace(task.low, samples=[]))
+    mod = task.modality(select_on)
+    if not mod.split("val"):
+        raise TaskError(
+            f"{mod.manifest}: no validation split ({select_on}-end, {mod.name}): a trial is scored "
+            f"on the {select_on}-end validation images (rows with split=val)"
+        )
+    return task
+
+
+def score_trial(
+    cfg: RunConfig,
+    select_on: str = "high",
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+    task: Task | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` (``cfg.out`` is not used) and score it on the ``select_on``-end validation split.
+
+    Returns ``{"objective": acc (%), "val": {"acc", "macro_f1", "n"}, "final_loss", "timing"}``;
+    ``backbone``, ``store`` and ``task`` let trials share them. A diverged training is a
+    :class:`kmat.errors.TrainingDivergedError`, as in a run.
+    """
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed, resolve_device(cfg.device))
+    task = trial_task(task if task is not None else cfg.task, select_on, cfg.data_root)
+    backbone = _backbone_for(cfg, backbone)
+    if store is None:
+        store = FeatureStore(disk=cfg.feature_cache)
+    check_content_leaks(task)  # the high-end data it trains on
+    method = build_method(cfg, task, backbone, resolve_method_config(cfg, task))
+    shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
+    val = {
+        select_on: encode_samples(
+            backbone,
+            task.modality(select_on).split("val"),
+            batch_size=_encode_batch(cfg, backbone),
+            desc=f"{select_on}-end val images",
+            show_progress=cfg.show_progress,
+            store=store,
+        )
+    }
+    t0 = time.perf_counter()
+    feats = TrainFeatures(
+        backbone,
+        shots,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        batch_size=_encode_batch(cfg, backbone),
+        show_progress=cfg.show_progress,
+        store=store,
+    )
+    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+    train_s = time.perf_counter() - t0
+    check_finite(method)
+    metrics = _val_metrics(method, val, task)[select_on]
+    return {
+        "objective": metrics["acc"],
+        "val": metrics,
+        "final_loss": history[-1].get("total") if history else None,
+        "timing": {"train_s": train_s, "total_s": time.perf_counter() - t_start},
+    }
