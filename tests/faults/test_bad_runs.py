@@ -80,3 +80,17 @@ def test_missing_descriptions_hint_fits_the_method(tiny_model_dir, toy_task, tmp
         assert "lambda_anchor = 0" in err and "[--lambda-anchor" in err
     else:  # BiomedCoOp always needs them: no option of another method is suggested
         assert "lambda_anchor" not in err and "lambda-anchor" not in err
+
+
+@pytest.mark.parametrize("name", ["task.json", "descriptions.json"])
+def test_latin1_json_names_the_file(toy_task, name):
+    from kmat.data.task import load_task
+    from kmat.errors import TaskError
+    from kmat.knowledge.descriptions import load_descriptions
+
+    path = toy_task / name
+    path.write_bytes(
+        path.read_text(encoding="utf-8").replace("}", ', "note": "caf\u00e9"}', 1).encode("latin-1")
+    )
+    with pytest.raises(TaskError, match=rf"{name}: not UTF-8 text .*save it as UTF-8"):
+        load_descriptions(load_task(toy_task))

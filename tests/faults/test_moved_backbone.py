@@ -73,3 +73,24 @@ def test_swapped_weights_are_refused_and_a_moved_model_is_accepted(
         assert "the run was trained with backbone weights" in err and "Traceback" not in err
     assert main([*predict, "--backbone", other, "--allow-backbone-mismatch"]) == 0
     assert "warning: " in capsys.readouterr().err
+
+
+def test_a_backbone_of_another_architecture_is_one_line(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(f"local-dir:{tiny_model_dir}", toy_task_master, run) == 0
+    other = write_tiny_biomedclip(tmp_path / "reduced", size="reduced", seed=0)
+    capsys.readouterr()
+    flags = ["--backbone", f"local-dir:{other}", "--allow-backbone-mismatch"]
+    assert main(["evaluate", "--run", str(run), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "backbone of another architecture" in err and "Traceback" not in err
+    images = toy_task_master / "images" / "loscan"
+    assert (
+        main(
+            ["predict", "--run", str(run), "--images", str(images), "--out", str(tmp_path / "p.csv"), *flags]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "another architecture" in err and "Traceback" not in err
+    assert not (tmp_path / "p.csv").exists()

@@ -156,7 +156,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """A run config file (JSON or YAML): :class:`RunConfig` fields, method options under ``options``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import json
 import os
 import sys
 import warnings
@@ -27,6 +26,7 @@ from pathlib import Path
 from kmat.data.definitions import load_definition, task_names
 from kmat.data.spec import ModalitySpec, TaskSpec, check_task_spec
 from kmat.errors import ConfigError, TaskError
+from kmat.utils.io import read_json_file
 
 SPLITS = ("train", "val", "test", "excluded")
 MODALITY_ROLES = ("high", "low")
@@ -211,11 +211,9 @@ def load_task(folder: str | Path, check_files: bool = True, read_low: bool = Tru
     tj = folder / "task.json"
     if not tj.is_file():
         raise TaskError(f"{folder}: not a task folder (task.json missing)")
-    try:
-        spec = json.loads(tj.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TaskError(f"{tj}: invalid JSON: {err}") from err
-    checked = check_task_spec(spec, tj)
+    data = read_json_file(tj, TaskError, "task file")
+    checked = check_task_spec(data, tj)
+    spec: dict = data  # type: ignore[assignment]  # an object, as check_task_spec has made sure
     classes = checked.classes
     names = checked.classnames
     classnames = [names.get(c, c.replace("_", " ")) for c in classes]

@@ -6,12 +6,12 @@ task's ``task.json``. Shipped files live in ``kmat/knowledge/data/<task>.json``.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
 from kmat.data.task import Task
 from kmat.errors import DescriptionsMissingError, TaskError
+from kmat.utils.io import read_json_file
 
 MIN_DESCRIPTIONS = 50
 
@@ -71,8 +71,5 @@ def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, lis
             f"{task.folder}: no descriptions.json (and none shipped for task {task.name!r}); add one "
             "to the task folder: {modality: {class: [sentences]}} for both modalities"
         )
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TaskError(f"{path}: invalid JSON: {err}") from err
+    data = read_json_file(path, TaskError, "descriptions file")
     return validate_descriptions(data, task.classes, [task.high.name, task.low.name], str(path), min_count)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from kmat.backbone import Backbone, load_backbone
 from kmat.data.images import IMAGE_SUFFIXES, load_image, test_transform
-from kmat.errors import CheckpointError, ConfigError, ImageError
+from kmat.errors import BackboneError, CheckpointError, ConfigError, ImageError
 from kmat.methods import get_method
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
@@ -168,6 +168,12 @@ def predict_report(
     backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
     scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
     t = emb[role].to(backbone.device)
+    if t.shape[-1] != backbone.output_dim:
+        raise BackboneError(
+            f"{run_dir}: the run's class embeddings are {t.shape[-1]}-dimensional but this backbone's "
+            f"image features are {backbone.output_dim}-dimensional (another architecture); predict with "
+            "the backbone the run was trained with (--backbone)"
+        )
     batch_size = batch_size or encode_batch_size(backbone.device)
     report = PredictionReport([])
     for i in range(0, len(images), batch_size):

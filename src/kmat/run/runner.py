@@ -24,7 +24,7 @@ from kmat.data.fingerprint import check_content_leaks, data_fingerprint
 from kmat.data.images import check_readable
 from kmat.data.task import Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, save_checkpoint, train
-from kmat.errors import CheckpointError, OutputError, RunConflictError, TrainingDivergedError
+from kmat.errors import BackboneError, CheckpointError, OutputError, RunConflictError, TrainingDivergedError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.knowledge.descriptions import descriptions_source
 from kmat.methods import get_method
@@ -491,6 +491,15 @@ def evaluate_checkpoint(
             f"{checkpoint}: parameters do not match method {cfg.method!r}: {sorted(missing)}"
         )
     own = dict(method.named_parameters())
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
+    ]
+    if wrong:
+        raise BackboneError(
+            f"{checkpoint}: the run was trained with a backbone of another architecture (learned vs "
+            f"this backbone's shapes: {'; '.join(wrong[:3])}); evaluate it with the backbone it was "
+            "trained with (--backbone)"
+        )
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v.to(own[k].device))

@@ -175,6 +175,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def read_json_file(path: str | Path, error: type[Exception], what: str = "JSON file") -> object:
+    """The parsed JSON of ``path`` (UTF-8, with or without a byte-order mark); an unreadable, non
+    UTF-8 or invalid file raises ``error`` with a message that names the file and says what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: invalid JSON: {err}") from None
+
+
 def atomic_write_json(path: str | Path, obj: object) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
