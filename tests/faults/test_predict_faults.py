@@ -188,3 +188,21 @@ def test_predict_unwritable_out_is_one_line_and_no_partial_csv(
     (line,) = _errors(capsys.readouterr().err)
     assert line.startswith(f"kmat: error: {csv_path}: cannot write") and words in line
     assert list(out_dir.iterdir()) == []
+
+
+def test_pillow_warnings_name_the_image(tmp_path, monkeypatch):
+    import warnings
+
+    from PIL import Image
+
+    from kmat.data.images import load_image
+
+    path = tmp_path / "large.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # 64 pixels: Pillow warns (over 2x: error)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_image(path)
+        load_image(path)
+    mine = [str(w.message) for w in caught if str(path) in str(w.message)]
+    assert len(mine) == 1, [str(w.message) for w in caught]  # named, and once per file

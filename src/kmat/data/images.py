@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import SupportsFloat, SupportsIndex
@@ -116,6 +117,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _pass_on(path: Path, caught: list[warnings.WarningMessage]) -> None:
+    """Pillow's warnings about an image (a palette with transparency, a large image, ...) carry
+    no file name: warn again with it, once per file and message."""
+    for w in caught:
+        key = (str(path), str(w.message))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(f"{path}: {w.message}", w.category, stacklevel=3)
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open an image as 8-bit RGB.
 
@@ -129,11 +143,14 @@ def load_image(path: str | Path) -> Image.Image:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return load_dicom(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as im:
+            warnings.simplefilter("always")
             im.load()
             bad = _non_finite(im)
-            if not bad:
-                return _to_rgb(im)
+            rgb = None if bad else _to_rgb(im)
+        _pass_on(path, caught)
+        if rgb is not None:
+            return rgb
     except FileNotFoundError as err:
         raise ImageError(f"{path}: image file not found") from err
     except Image.DecompressionBombError as err:
