@@ -158,3 +158,20 @@ def test_a_configuration_change_is_still_refused_without_overwrite(tiny_model_di
         assert "method_config.lr" in str(err)
     else:
         raise AssertionError("a run of another configuration was replaced silently")
+
+
+def test_temporary_files_of_a_killed_report_are_cleaned_up(tiny_model_dir, toy_task, tmp_path):
+    import os
+    import time
+
+    out = tmp_path / "rep"
+    assert _reproduce(tiny_model_dir, toy_task, out) == 0
+    old = out / ".table2.md.k1ll3d.tmp"
+    young = out / ".results.csv.wr1t1ng.tmp"
+    for f in (old, young):
+        f.write_text("half a table")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
+    assert not old.exists()  # left by a killed write long ago
+    assert young.exists()  # may belong to a write in progress

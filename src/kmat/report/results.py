@@ -29,7 +29,8 @@ from kmat.run.experiments import (
 )
 from kmat.run.layout import RunLayout, iter_grid_runs
 from kmat.run.schema import Result, differences, identity_of, read_checked_result
-from kmat.utils.io import atomic_write_bytes, output_errors
+from kmat.utils.cache import STALE_TMP_S
+from kmat.utils.io import atomic_write_bytes, output_errors, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -515,6 +516,8 @@ def write_report(
     configurations) are logged as one warning each, and the tables say how many were left out; with
     ``strict``, any of them is a :class:`ResultError` listing them all, and nothing is written."""
     out = Path(out)
+    for tmp in remove_stale_temp_files(out, STALE_TMP_S, depth=1):  # left by a killed earlier report
+        log.debug("removed %s, left behind by a killed write", tmp)
     runs = read_runs(out)
     if runs.problems:
         if strict:
