@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import platform
 import random
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,8 @@ from kmat import __version__
 from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.fingerprint import check_content_leaks, data_fingerprint
-from kmat.data.task import Task, load_task, resolve_task
-from kmat.engine import load_checkpoint, save_checkpoint, train
+from kmat.data.task import Sample, Task, load_task, resolve_task
+from kmat.engine import load_checkpoint, train
 from kmat.errors import CheckpointError, OutputError, RunConflictError, TrainingDivergedError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.knowledge.descriptions import descriptions_source
@@ -302,13 +304,37 @@ def run(
         return _run(cfg, backbone, store, task, overwrite)
 
 
-def _run(
+@dataclasses.dataclass
+class RunOutput:
+    """What one run computes, in memory: everything :func:`write_run` writes into its folder.
+
+    Made by :func:`compute_run` (in this process, or on another machine by an executor) and written
+    by the process that owns the output folder; the bytes written are the same either way."""
+
+    result: dict[str, Any]
+    replay: dict[str, Any]  # the run config file (config.json)
+    state: dict[str, torch.Tensor]  # the learnable parameters (checkpoint.safetensors)
+    checkpoint_metadata: dict[str, str]
+    embeddings: dict[str, torch.Tensor]  # per modality role (class_embeddings.safetensors)
+    classes: list[str]
+    shots: list[Sample]  # the few-shot subsets (fewshot_train.csv, fewshot_val.csv)
+    val: list[Sample] | None
+    identity: dict[str, Any]  # the run's identity (:func:`run_identity`): checked against the folder
+
+
+def compute_run(
     cfg: RunConfig,
-    backbone: Backbone | None,
-    store: FeatureStore | None,
-    task: Task | None,
-    overwrite: bool,
-) -> dict:
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+    task: Task | None = None,
+    on_identity: Callable[[dict[str, Any]], None] | None = None,
+    before_training: Callable[[list[Sample], list[Sample] | None], None] | None = None,
+) -> RunOutput:
+    """Train and evaluate one run without writing its folder (the compute half of :func:`run`).
+
+    ``on_identity(expected)`` is called once the run's identity is known (before any image is
+    encoded), ``before_training(shots, val)`` once the test features are read, before training:
+    :func:`run` checks and prepares its folder there, so that a bad folder fails early."""
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -322,7 +348,8 @@ def _run(
     method_config = resolve_method_config(cfg, task)
     check_content_leaks(task)
     expected = run_identity(cfg, task, method_config, backbone)
-    check_run_folder(cfg.out, expected, overwrite)
+    if on_identity is not None:
+        on_identity(expected)
     t0 = time.perf_counter()
     method = build_method(cfg, task, backbone, method_config)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
@@ -337,8 +364,49 @@ def _run(
     test = _test_features(cfg, task, backbone, store)
     val_feats = _test_features(cfg, task, backbone, store, split="val")
     timing["test_features_s"] = time.perf_counter() - t0
+    if before_training is not None:
+        before_training(shots, val)
 
-    final = RunLayout.of(cfg.out)  # written only once the inputs have been read
+    t0 = time.perf_counter()
+    feats = TrainFeatures(
+        backbone,
+        shots,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        batch_size=_encode_batch(cfg, backbone),
+        show_progress=cfg.show_progress,
+        store=store,
+    )
+    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+    timing["train_s"] = time.perf_counter() - t0
+    check_finite(method)
+    state = {k: v.detach().cpu().contiguous() for k, v in method.learnable_state().items()}
+    metadata = {"config": json.dumps(_checkpoint_config(cfg, method)), "method": method.name}
+
+    t0 = time.perf_counter()
+    per_role = evaluate(method, test, task)
+    embeddings = {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()}
+    timing["eval_s"] = time.perf_counter() - t0
+    timing["total_s"] = time.perf_counter() - t_start
+    result = _result(cfg, task, backbone, method, per_role, timing, history)
+    result["config"]["task_data"] = expected["task_data"]
+    result["val"] = _val_metrics(method, val_feats, task)
+    return RunOutput(
+        result=result,
+        replay=replay_config(cfg, method.cfg),
+        state=state,
+        checkpoint_metadata=metadata,
+        embeddings=embeddings,
+        classes=list(task.classes),
+        shots=shots,
+        val=val,
+        identity=expected,
+    )
+
+
+def _open_run_folder(final: RunLayout) -> RunLayout:
+    """Recover ``final`` from an interrupted swap, refuse a folder of foreign files, and create the
+    staging folder the run is built in (returned)."""
     with output_errors(final.folder):
         final.recover()
     foreign = final.foreign_entries()
@@ -348,42 +416,35 @@ def _run(
             "a run replaces its folder as a whole, so choose an empty or new folder"
         )
     layout = RunLayout.of(final.staging)  # built aside, then swapped in as a unit
+    with output_errors(final.folder):
+        layout.folder.mkdir(parents=True)
+    return layout
+
+
+def _write_subsets(
+    layout: RunLayout, classes: list[str], shots: list[Sample], val: list[Sample] | None
+) -> None:
+    write_subset(shots, classes, layout.fewshot_train)
+    if val is not None:
+        write_subset(val, classes, layout.fewshot_val)
+
+
+def _write_output(layout: RunLayout, output: RunOutput) -> None:
+    """The checkpoint, embeddings, run config and result (written last) into the staging folder."""
+    atomic_save_safetensors(layout.checkpoint, output.state, metadata=output.checkpoint_metadata)
+    atomic_save_safetensors(layout.embeddings, output.embeddings)
+    atomic_write_json(layout.config, output.replay)
+    atomic_write_json(layout.result, output.result)
+
+
+@contextlib.contextmanager
+def _undone_on_failure(final: RunLayout) -> Iterator[None]:
+    """No half-built folder left behind when the block fails; a broken swap undone; an output
+    error names the run folder."""
     try:
-        with output_errors(final.folder):
-            layout.folder.mkdir(parents=True)
-        write_subset(shots, task.classes, layout.fewshot_train)  # an unwritable place fails before training
-        if val is not None:
-            write_subset(val, task.classes, layout.fewshot_val)
-
-        t0 = time.perf_counter()
-        feats = TrainFeatures(
-            backbone,
-            shots,
-            seed=cfg.seed,
-            augment=cfg.augment,
-            batch_size=_encode_batch(cfg, backbone),
-            show_progress=cfg.show_progress,
-            store=store,
-        )
-        history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
-        timing["train_s"] = time.perf_counter() - t0
-        check_finite(method)
-        save_checkpoint(method, _checkpoint_config(cfg, method), layout.checkpoint)
-
-        t0 = time.perf_counter()
-        per_role = evaluate(method, test, task)
-        save_embeddings(method, layout.embeddings)
-        timing["eval_s"] = time.perf_counter() - t0
-        timing["total_s"] = time.perf_counter() - t_start
-        result = _result(cfg, task, backbone, method, per_role, timing, history)
-        result["config"]["task_data"] = expected["task_data"]
-        result["val"] = _val_metrics(method, val_feats, task)
-        atomic_write_json(layout.config, replay_config(cfg, method.cfg))
-        atomic_write_json(layout.result, result)
-        with output_errors(final.folder):
-            final.commit()
+        yield
     except BaseException as err:
-        with contextlib.suppress(OSError):  # no half-built folder left behind; a broken swap undone
+        with contextlib.suppress(OSError):
             final.recover()
         if isinstance(err, OutputError) and Path(err.path) != final.folder:
             raise OutputError(
@@ -392,7 +453,57 @@ def _run(
                 field="out",
             ) from err
         raise
-    return result
+
+
+def write_run(cfg: RunConfig, output: RunOutput, overwrite: bool = False) -> dict:
+    """Write a computed run (:func:`compute_run`'s answer) into ``cfg.out`` as a unit, exactly as
+    :func:`run` does; the caller holds the folder's lock. Returns the result."""
+    check_run_folder(cfg.out, output.identity, overwrite)
+    final = RunLayout.of(cfg.out)
+    layout = _open_run_folder(final)
+    with _undone_on_failure(final):
+        _write_subsets(layout, output.classes, output.shots, output.val)
+        _write_output(layout, output)
+        with output_errors(final.folder):
+            final.commit()
+    return output.result
+
+
+def _run(
+    cfg: RunConfig,
+    backbone: Backbone | None,
+    store: FeatureStore | None,
+    task: Task | None,
+    overwrite: bool,
+) -> dict:
+    final = RunLayout.of(cfg.out)
+    if task is None:
+        task = load_task(resolve_task(cfg.task, cfg.data_root))
+    classes = task.classes
+    staging: list[RunLayout] = []
+
+    def check_folder(expected: dict[str, Any]) -> None:
+        check_run_folder(cfg.out, expected, overwrite)
+
+    def prepare_folder(shots: list[Sample], val: list[Sample] | None) -> None:
+        staging.append(_open_run_folder(final))  # written only once the inputs have been read
+        with _undone_on_failure(final):
+            _write_subsets(staging[0], classes, shots, val)  # an unwritable place fails before training
+
+    try:
+        output = compute_run(
+            cfg, backbone, store, task, on_identity=check_folder, before_training=prepare_folder
+        )
+    except BaseException:
+        if not staging:
+            raise
+        with _undone_on_failure(final):
+            raise
+    with _undone_on_failure(final):
+        _write_output(staging[0], output)
+        with output_errors(final.folder):
+            final.commit()
+    return output.result
 
 
 def check_finite(method: Method) -> None:
