@@ -16,6 +16,7 @@ closing the results early (Ctrl-C on the driver) cancels the tasks still out.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Generator
 from pathlib import Path
@@ -71,6 +72,15 @@ def _compute(cfg: Any, task: Any, kill_marker: str | None) -> RunOutput:
     return compute_run(
         cfg, backbone=backbones[key], store=stores[cfg.feature_cache], task=task, before_training=maybe_die
     )
+
+
+def _remote_traceback(err: BaseException) -> str:
+    """The traceback of a run that raised on a worker, as Python prints it (no terminal colours)."""
+    text = str(getattr(err, "traceback_str", "") or err)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    if not text.lstrip().startswith("Traceback"):
+        text = f"Traceback (on a Ray worker):\n{text}"
+    return text
 
 
 class RayExecutor:
@@ -152,7 +162,7 @@ class RayExecutor:
                     outcome: RunOutput | RunFailure = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:  # the run raised: its own error
                     cause = err.cause if isinstance(err.cause, BaseException) else err
-                    outcome = RunFailure(cause, str(err))
+                    outcome = RunFailure(cause, _remote_traceback(err))
                 except ray.exceptions.RayError as err:  # a worker or node lost past the retries
                     outcome = RunFailure(err, f"{type(err).__name__}: {err}")
                 yield job, outcome
