@@ -101,7 +101,7 @@ if [ "$RAY" = 1 ]; then
     if $PY -c "import ray" 2>/dev/null; then
         start=$(date +%s)
         $PY benchmarks/ray_grid.py --device "$DEVICE" --modes local --gpus-per-run 1 0.5 0.25 0.125 \
-            --work "$WORK/ray-grid" --json "$OUT/ray_grid.json" 2>&1 | grep -v "_compute pid=" | tee -a "$LOG"
+            --work "$WORK/ray-grid" --json "$OUT/ray_grid.json" 2>&1 | grep -v " pid=[0-9]*)" | tee -a "$LOG"
         echo "(wall $(( $(date +%s) - start )) s)" | tee -a "$LOG"
     else
         echo "Ray is not installed here (pip install 'kmat[cluster]'): step skipped" | tee -a "$LOG"

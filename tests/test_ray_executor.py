@@ -194,3 +194,41 @@ def test_ray_flags_need_the_ray_executor(tiny_model_dir, toy_task_master, tmp_pa
     out = tmp_path / "rep"
     assert _reproduce(tiny_model_dir, toy_task_master, out, "--gpus-per-run", "0.25") == 2
     assert "--gpus-per-run: only with --executor ray" in capsys.readouterr().err
+
+
+def test_a_run_given_its_inputs_reads_no_file_of_the_task(backbone, toy_task, tmp_path):
+    """What a Ray training task does: with the identity, descriptions and features computed ahead
+    (by the driver and the feature tasks), the run needs neither the images nor the task folder, and
+    its numbers are those of a run that reads them."""
+    import shutil
+
+    from kmat.data.task import load_task
+    from kmat.run.config import RunConfig
+    from kmat.run.runner import (
+        RunInputs,
+        compute_run,
+        encode_splits,
+        encode_views,
+        read_descriptions,
+        resolve_method_config,
+        run_identity,
+        views_needed,
+    )
+
+    task = load_task(toy_task)
+    cfg = RunConfig(task=str(toy_task), out=str(tmp_path / "r"), method="kmat", shots=4, seed=3, device="cpu")
+    cfg.options = {"epochs": 2}
+    cfg.feature_cache = False
+    want = compute_run(cfg, backbone=backbone, task=task)
+    inputs = RunInputs(
+        identity=run_identity(cfg, task, resolve_method_config(cfg, task), backbone),
+        descriptions=read_descriptions(cfg, task),
+        splits=encode_splits(cfg, task, backbone),
+        views=encode_views(cfg, task, views_needed(cfg, task), backbone),
+    )
+    assert views_needed(cfg, task) == 2 and inputs.descriptions is not None
+    shutil.rmtree(toy_task)  # images, CSVs, descriptions.json: all gone
+    got = compute_run(cfg, backbone=backbone, task=task, inputs=inputs)
+    assert got.result["metrics"] == want.result["metrics"] and got.identity == want.identity
+    assert all(torch.equal(got.embeddings[k], want.embeddings[k]) for k in want.embeddings)
+    assert all(torch.equal(got.state[k], want.state[k]) for k in want.state)

@@ -12,8 +12,8 @@ writes into the output folder (which therefore needs not be shared with the mach
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from kmat.data.task import Task
 from kmat.run.config import RunConfig
@@ -22,12 +22,16 @@ from kmat.run.runner import RunOutput
 
 @dataclass
 class RunJob:
-    """One run handed to an executor: its grid position and name, configuration and loaded task."""
+    """One run handed to an executor: its grid position and name, configuration and loaded task,
+    and what the driver read of the task for it (its identity, the task's descriptions), so that an
+    executor's training step need not read the task's files."""
 
     index: int
     name: str
     cfg: RunConfig
     task: Task
+    identity: dict[str, Any] = field(default_factory=dict)
+    descriptions: dict[str, dict[str, list[str]]] | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kmat.backbone import Backbone, BackboneError, load_backbone
+from kmat.data.fingerprint import check_content_leaks
 from kmat.data.task import Task, load_task, resolve_task, task_name
 from kmat.errors import KmatError, OutputError, RunBusyError
 from kmat.features import FeatureStore
@@ -26,6 +27,7 @@ from kmat.run.layout import RunLayout
 from kmat.run.lock import run_lock
 from kmat.run.runner import (
     existing_identity,
+    read_descriptions,
     resolve_method_config,
     run,
     run_identity,
@@ -303,6 +305,7 @@ def _run_grid_remote(
     each run as its output comes back. Interrupted, it cancels what is still out (the executor) and
     releases every lock: only the runs written so far stay, and a rerun resumes from them."""
     tasks: dict[str, Task] = {}
+    checked: dict[str, dict[str, dict[str, list[str]]] | None] = {}  # task -> its descriptions
     n = len(specs)
     t_grid = time.perf_counter()
     jobs: list[RunJob] = []
@@ -330,18 +333,32 @@ def _run_grid_remote(
                     report.skipped.append(spec.name)
                     log.info("%s done     %s (by another process meanwhile)", at, spec.name)
                     continue
+                if spec.task_arg not in checked:  # what each run would check of its task, once per task
+                    check_content_leaks(task)
+                    checked[spec.task_arg] = read_descriptions(cfg, task)
+                method_config = resolve_method_config(cfg, task)
+                identity = run_identity(cfg, task, method_config, backbone)
             except RunBusyError:
                 report.busy.append(spec.name)
                 log.info("%s busy     %s: another kmat process is running it; left to it", at, spec.name)
                 continue
             except BackboneError:
                 raise
-            except KmatError as err:  # the task cannot be read: recorded like a failed run
+            except KmatError as err:  # the task cannot be read or used: recorded like a failed run
                 if i in locks:
                     locks.pop(i).close()
                 _record(report, out, run_dir, spec, err, None, at)
                 continue
-            jobs.append(RunJob(index=i, name=spec.name, cfg=cfg, task=task))
+            jobs.append(
+                RunJob(
+                    index=i,
+                    name=spec.name,
+                    cfg=cfg,
+                    task=task,
+                    identity=identity,
+                    descriptions=checked[spec.task_arg],
+                )
+            )
             by_index[i] = spec
         if jobs:
             log.info("%d run(s) handed to the %s executor", len(jobs), executor.name)

@@ -25,9 +25,17 @@ from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.fingerprint import check_content_leaks, data_fingerprint
 from kmat.data.task import Sample, Task, load_task, resolve_task
 from kmat.engine import load_checkpoint, train
-from kmat.errors import CheckpointError, OutputError, RunConflictError, TrainingDivergedError
+from kmat.errors import (
+    BackboneError,
+    CheckpointError,
+    ConfigError,
+    KmatError,
+    OutputError,
+    RunConflictError,
+    TrainingDivergedError,
+)
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
-from kmat.knowledge.descriptions import descriptions_source
+from kmat.knowledge.descriptions import descriptions_source, load_descriptions
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext
 from kmat.methods.config import MethodConfig, resolve_config
@@ -188,11 +196,19 @@ def check_run_folder(folder: str | Path, expected: dict[str, Any], overwrite: bo
 
 
 def build_method(
-    cfg: RunConfig, task: Task, backbone: Backbone, method_config: MethodConfig | None = None
+    cfg: RunConfig,
+    task: Task,
+    backbone: Backbone,
+    method_config: MethodConfig | None = None,
+    descriptions: dict[str, dict[str, list[str]]] | None = None,
 ) -> Method:
+    """The run's method, initialised for its seed. ``descriptions``: the task's descriptions as
+    :func:`kmat.knowledge.descriptions.load_descriptions` reads them, read elsewhere (a Ray task)."""
     cls = get_method(cfg.method)
     mcfg = method_config if method_config is not None else resolve_method_config(cfg, task)
     ctx = MethodContext(backbone=backbone, task=task, min_descriptions=cfg.min_descriptions)
+    if descriptions is not None:
+        ctx._cache["descriptions"] = descriptions
     torch.manual_seed(cfg.seed)  # prompt initialisation depends on the seed only
     return cls(ctx, mcfg)
 
@@ -322,6 +338,101 @@ class RunOutput:
     identity: dict[str, Any]  # the run's identity (:func:`run_identity`): checked against the folder
 
 
+@dataclasses.dataclass
+class SplitFeatures:
+    """The test and validation features of a task's two modalities: role -> (features, labels); a
+    role without images in a split is left out."""
+
+    test: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    val: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclasses.dataclass
+class ViewFeatures:
+    """The training features of a few-shot subset, one view per epoch (a single plain view without
+    augmentation): what :class:`kmat.features.TrainFeatures` gives, computed ahead."""
+
+    views: list[tuple[torch.Tensor, torch.Tensor]]
+    augment: bool
+
+    def __call__(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = epoch if self.augment else 0
+        if i >= len(self.views):
+            raise ConfigError(f"training view {epoch} was not computed ({len(self.views)} view(s) given)")
+        return self.views[i]
+
+
+@dataclasses.dataclass
+class RunInputs:
+    """What a run reads from its task's files and its backbone, read ahead elsewhere, so that the
+    run itself reads no file of the task: the run's identity (data fingerprint, weights digest), the
+    task's descriptions (``None``: read them if the method needs them), and the image features."""
+
+    identity: dict[str, Any]
+    descriptions: dict[str, dict[str, list[str]]] | None
+    splits: SplitFeatures
+    views: ViewFeatures
+
+
+def read_descriptions(cfg: RunConfig, task: Task) -> dict[str, dict[str, list[str]]] | None:
+    """The task's descriptions as the run's method would read them; ``None`` when they cannot be
+    read (a method that needs them then reads them itself and reports why)."""
+    try:
+        return load_descriptions(task, cfg.min_descriptions)
+    except KmatError:
+        return None
+
+
+def feature_keys(cfg: RunConfig) -> tuple[tuple, tuple]:
+    """Which runs share features: the same test/validation features (task, backbone, precision,
+    device, batch size), and also the same training views (and shots, seed, augmentation)."""
+    split = (cfg.task, cfg.data_root, cfg.backbone, cfg.precision, cfg.device, cfg.feature_batch_size)
+    return split, (*split, cfg.shots, cfg.seed, cfg.augment)
+
+
+def views_needed(cfg: RunConfig, task: Task) -> int:
+    """How many training views ``cfg``'s run reads: one per epoch (one in all without augmentation),
+    none for a method that does not train."""
+    if not get_method(cfg.method).trains:
+        return 0
+    epochs = int(getattr(resolve_method_config(cfg, task), "epochs", 0))
+    return epochs if cfg.augment else min(1, epochs)
+
+
+def encode_splits(
+    cfg: RunConfig, task: Task, backbone: Backbone | None = None, store: FeatureStore | None = None
+) -> SplitFeatures:
+    """The test and validation features ``cfg``'s run reads (as :func:`compute_run` computes them)."""
+    backbone = _backbone_for(cfg, backbone)
+    store = store if store is not None else FeatureStore(disk=cfg.feature_cache)
+    return SplitFeatures(
+        test=_test_features(cfg, task, backbone, store), val=_test_features(cfg, task, backbone, store, "val")
+    )
+
+
+def encode_views(
+    cfg: RunConfig,
+    task: Task,
+    n_views: int,
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+) -> ViewFeatures:
+    """The first ``n_views`` training views of ``cfg``'s few-shot subset (as :func:`compute_run`
+    computes them)."""
+    backbone = _backbone_for(cfg, backbone)
+    shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
+    feats = TrainFeatures(
+        backbone,
+        shots,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        batch_size=_encode_batch(cfg, backbone),
+        show_progress=cfg.show_progress,
+        store=store if store is not None else FeatureStore(disk=cfg.feature_cache),
+    )
+    return ViewFeatures([feats(e) for e in range(n_views)], cfg.augment)
+
+
 def compute_run(
     cfg: RunConfig,
     backbone: Backbone | None = None,
@@ -329,12 +440,17 @@ def compute_run(
     task: Task | None = None,
     on_identity: Callable[[dict[str, Any]], None] | None = None,
     before_training: Callable[[list[Sample], list[Sample] | None], None] | None = None,
+    inputs: RunInputs | None = None,
 ) -> RunOutput:
     """Train and evaluate one run without writing its folder (the compute half of :func:`run`).
 
     ``on_identity(expected)`` is called once the run's identity is known (before any image is
     encoded), ``before_training(shots, val)`` once the test features are read, before training:
-    :func:`run` checks and prepares its folder there, so that a bad folder fails early."""
+    :func:`run` checks and prepares its folder there, so that a bad folder fails early.
+
+    ``inputs``: the run's identity, descriptions and features, computed ahead elsewhere (the task's
+    content checks too): the run then reads no file of the task. The backbone's weights must be those
+    of ``inputs.identity``."""
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -346,12 +462,20 @@ def compute_run(
     timing["load_s"] = time.perf_counter() - t_start
 
     method_config = resolve_method_config(cfg, task)
-    check_content_leaks(task)
-    expected = run_identity(cfg, task, method_config, backbone)
+    if inputs is None:
+        check_content_leaks(task)
+        expected = run_identity(cfg, task, method_config, backbone)
+    else:
+        expected = inputs.identity
+        if expected.get("backbone_weights") not in (None, weights_digest(backbone)):
+            raise BackboneError(
+                f"backbone {cfg.backbone} here has weights {weights_digest(backbone)}, the run was "
+                f"planned with weights {expected['backbone_weights']}: every machine needs the same backbone"
+            )
     if on_identity is not None:
         on_identity(expected)
     t0 = time.perf_counter()
-    method = build_method(cfg, task, backbone, method_config)
+    method = build_method(cfg, task, backbone, method_config, inputs.descriptions if inputs else None)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
     val = (
         sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
@@ -361,22 +485,29 @@ def compute_run(
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
-    test = _test_features(cfg, task, backbone, store)
-    val_feats = _test_features(cfg, task, backbone, store, split="val")
+    if inputs is None:
+        test = _test_features(cfg, task, backbone, store)
+        val_feats = _test_features(cfg, task, backbone, store, split="val")
+    else:
+        test, val_feats = inputs.splits.test, inputs.splits.val
     timing["test_features_s"] = time.perf_counter() - t0
     if before_training is not None:
         before_training(shots, val)
 
     t0 = time.perf_counter()
-    feats = TrainFeatures(
-        backbone,
-        shots,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        batch_size=_encode_batch(cfg, backbone),
-        show_progress=cfg.show_progress,
-        store=store,
-    )
+    feats: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    if inputs is None:
+        feats = TrainFeatures(
+            backbone,
+            shots,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            batch_size=_encode_batch(cfg, backbone),
+            show_progress=cfg.show_progress,
+            store=store,
+        )
+    else:
+        feats = inputs.views
     history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
     timing["train_s"] = time.perf_counter() - t0
     check_finite(method)
