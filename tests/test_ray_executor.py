@@ -166,6 +166,43 @@ def test_interrupted_ray_grid_keeps_finished_runs_and_resumes(
 
 
 @ray_test
+def test_killed_worker_past_the_retries_is_a_recorded_failure(
+    tiny_model_dir, toy_task_master, tmp_path, ray_local, monkeypatch, capsys
+):
+    from kmat.tools.ray_executor import KILL_ONCE_ENV
+
+    out = tmp_path / "rep"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(tmp_path / "killed-once"))
+    code = _reproduce(
+        tiny_model_dir, toy_task_master, out, "--executor", "ray", "--max-retries", "0", methods=("kmat",)
+    )
+    assert code == 1
+    errors = list((out / "runs").rglob("error.json"))
+    assert len(errors) == 1 and "WorkerCrashedError" in json.loads(errors[0].read_text())["error"]
+    assert len(_runs(out)) == 1 and _leftovers(out) == []  # the other run finished; nothing half-written
+    assert "1 run(s) finished, 0 already done, 1 failed" in capsys.readouterr().out
+
+
+@ray_test
+def test_ctrl_c_while_runs_are_out_cancels_them(
+    tiny_model_dir, toy_task_master, tmp_path, ray_local, monkeypatch, capsys
+):
+    out = tmp_path / "rep"
+    real_wait = ray_local.wait
+
+    def interrupted_wait(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt  # Ctrl-C on the driver while every run is still out
+
+    monkeypatch.setattr(ray_local, "wait", interrupted_wait)
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--executor", "ray", methods=("kmat",)) == 130
+    assert _runs(out) == [] and _leftovers(out) == []  # cancelled: nothing written, every lock released
+    monkeypatch.setattr(ray_local, "wait", real_wait)
+    capsys.readouterr()
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--executor", "ray", methods=("kmat",)) == 0
+    assert "2 run(s) finished, 0 already done" in capsys.readouterr().out
+
+
+@ray_test
 def test_run_that_raises_on_a_worker_is_recorded(tiny_model_dir, toy_task, tmp_path, ray_local, capsys):
     bad = sorted((toy_task / "images" / "loscan").glob("*_test_*.png"))[0]
     bad.write_bytes(b"not an image")  # readable for the driver's checks, undecodable for the worker
