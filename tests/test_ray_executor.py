@@ -223,7 +223,11 @@ def test_executor_ray_without_ray_is_one_line(tiny_model_dir, toy_task_master, t
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err
-    assert lines[0].startswith("kmat: error: --executor ray needs Ray") and "kmat[cluster]" in lines[0]
+    assert (
+        lines[0].startswith("kmat: error: --executor ray: Ray is not installed")
+        and "kmat[cluster]" in lines[0]
+    )
+    assert "-o" not in lines[0]
     assert not (out / "runs").exists()
 
 
@@ -231,6 +235,8 @@ def test_ray_flags_need_the_ray_executor(tiny_model_dir, toy_task_master, tmp_pa
     out = tmp_path / "rep"
     assert _reproduce(tiny_model_dir, toy_task_master, out, "--gpus-per-run", "0.25") == 2
     assert "--gpus-per-run: only with --executor ray" in capsys.readouterr().err
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--executor", "ray", "--workers", "0") == 2
+    assert "kmat: error: --executor ray: 0 runs at a time: at least 1\n" in capsys.readouterr().err
 
 
 def test_a_run_given_its_inputs_reads_no_file_of_the_task(backbone, toy_task, tmp_path):

@@ -132,13 +132,14 @@ def executor_from_args(args: argparse.Namespace) -> Any:
         return None
     from kmat.tools.ray_executor import RayExecutor, import_ray
 
-    import_ray()
-    if args.max_retries < 0:
-        raise ConfigError(f"--max-retries {args.max_retries}: 0 or more")
-    return RayExecutor(
-        address=args.ray_address,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-        workers=args.workers,
-        max_retries=args.max_retries,
-    )
+    try:
+        import_ray()
+        return RayExecutor(
+            address=args.ray_address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            workers=args.workers,
+            max_retries=args.max_retries,
+        )
+    except ConfigError as err:
+        raise ConfigError(f"--executor ray: {err}") from None

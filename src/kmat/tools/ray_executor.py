@@ -46,8 +46,7 @@ _WORKER: dict[str, Any] = {}  # per worker process: the backbones and the featur
 def ray_missing_error(err: BaseException | None = None) -> ConfigError:
     why = f" ({err})" if err is not None else ""
     return ConfigError(
-        f"--executor ray needs Ray, which is not installed{why}: pip install 'kmat[cluster]'",
-        field="executor",
+        f"Ray is not installed{why}; it comes with the cluster extra: pip install 'kmat[cluster]'"
     )
 
 
@@ -140,11 +139,13 @@ class RayExecutor:
     ) -> None:
         import_ray()
         if cpus_per_run < 0 or gpus_per_run < 0:
-            raise ConfigError("--cpus-per-run and --gpus-per-run cannot be negative")
+            raise ConfigError("the CPUs and GPUs per run cannot be negative")
         if gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
-            raise ConfigError(f"--gpus-per-run {gpus_per_run:g}: above 1, a whole number of GPUs")
+            raise ConfigError(f"{gpus_per_run:g} GPUs per run: above 1, a whole number of GPUs")
         if workers is not None and workers < 1:
-            raise ConfigError(f"--workers {workers}: at least 1")
+            raise ConfigError(f"{workers} runs at a time: at least 1")
+        if max_retries < 0:
+            raise ConfigError(f"{max_retries} retries: 0 or more")
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
@@ -166,9 +167,8 @@ class RayExecutor:
             ray.init(**kw)
         except ConnectionError as err:
             raise ConfigError(
-                f"--ray-address {self.address}: no Ray cluster there ({err}); start one with "
-                "`ray start --head`, or leave --ray-address out to start a local one",
-                field="ray_address",
+                f"no Ray cluster at {self.address} ({err}); start one there with `ray start --head`, "
+                "or let kmat start a local one (no address)"
             ) from err
         return True
 
