@@ -7,7 +7,11 @@
 #      (bench_<arch>_<precision>.json: every figure; log.txt: the printed tables);
 #   3. an end-to-end `kmat train` on the GPU, run twice with one seed (is it deterministic there?) and
 #      once on the CPU (how far apart are the devices?);
-#   4. `kmat demo --quick` on the GPU, timed.
+#   4. `kmat demo --quick` on the GPU, timed;
+#   5. how many runs one GPU holds: benchmarks/ray_grid.py's 16-run grid (SynthMed, demo backbone) as Ray
+#      tasks with --gpus-per-run 1, 0.5, 0.25, 0.125 (1/2/4/8 runs per GPU), throughput in runs per minute
+#      (ray_grid.json). Needs Ray on the machine (`pip install 'kmat[cluster]'`); without it the step says
+#      so and is skipped (Ray's wheel, ~70 MB, does not fit in .whl/ with the others). KMAT_CHECK_RAY=0 skips it.
 #
 # On a machine without the project's dependencies (the lent H200 has torch, transformers, timm, but not
 # open_clip_torch or POT), fetch their wheels here first, once:
@@ -15,13 +19,14 @@
 # then run, with the device tool:  command "bash benchmarks/gpu_check.sh", carry [".whl"], timeout 540 s.
 #
 # Locally, as a smoke test of this script (no GPU, seconds):
-#   KMAT_CHECK_DEVICE=cpu KMAT_CHECK_ARCHES=tiny KMAT_CHECK_DEMO=0 bash benchmarks/gpu_check.sh
+#   KMAT_CHECK_DEVICE=cpu KMAT_CHECK_ARCHES=tiny KMAT_CHECK_DEMO=0 KMAT_CHECK_RAY=0 bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 DEVICE=${KMAT_CHECK_DEVICE:-cuda}
 ARCHES=${KMAT_CHECK_ARCHES:-full reduced}
 DEMO=${KMAT_CHECK_DEMO:-1}
+RAY=${KMAT_CHECK_RAY:-1}
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import open_clip, ot" 2>/dev/null; then
@@ -90,6 +95,17 @@ if [ "$DEMO" = 1 ]; then
     start=$(date +%s)
     kmat demo --quick --device "$DEVICE" --quiet --out "$WORK/demo" 2>&1 | tail -8 | tee -a "$LOG"
     echo "(wall $(( $(date +%s) - start )) s)" | tee -a "$LOG"
+fi
+if [ "$RAY" = 1 ]; then
+    say "Ray grid on $DEVICE: --gpus-per-run 1 0.5 0.25 0.125 (runs per GPU 1/2/4/8), runs per minute"
+    if $PY -c "import ray" 2>/dev/null; then
+        start=$(date +%s)
+        $PY benchmarks/ray_grid.py --device "$DEVICE" --modes local --gpus-per-run 1 0.5 0.25 0.125 \
+            --work "$WORK/ray-grid" --json "$OUT/ray_grid.json" 2>&1 | grep -v " pid=[0-9]*)" | tee -a "$LOG"
+        echo "(wall $(( $(date +%s) - start )) s)" | tee -a "$LOG"
+    else
+        echo "Ray is not installed here (pip install 'kmat[cluster]'): step skipped" | tee -a "$LOG"
+    fi
 fi
 say "done; files in $OUT"
 grep -h "^speedup" "$LOG" | cat

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from typing import Any
 
-from kmat.errors import KmatError
+from kmat.errors import ConfigError, KmatError
 
 
 def print_metrics(metrics: dict, title: str) -> None:
@@ -60,3 +62,84 @@ def flag_hint(err: KmatError) -> str:
     if field in RunConfig.__dataclass_fields__:
         return f" [{flag}]"
     return f" [{flag}, or -o {field}=VALUE]"
+
+
+def add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and the Ray flags of a command that runs a grid."""
+    g = p.add_argument_group("where the runs are computed (see the README, 'Run on a cluster')")
+    g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one run after another in this process (default); ray: every run a Ray task "
+        "(needs the cluster extra: pip install 'kmat[cluster]'); this process still writes every run folder",
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --executor ray: 'auto' or HOST:PORT joins a running Ray cluster (default: start a "
+        "local Ray instance on this machine)",
+    )
+    g.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="with --executor ray: GPUs each run asks for; fractions share a GPU (0.25: four runs per GPU; "
+        "default 0: CPU runs)",
+    )
+    g.add_argument(
+        "--cpus-per-run",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="with --executor ray: CPUs per run (default 1)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --executor ray: at most N runs at a time (default: as many as the resources allow)",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="with --executor ray: times a run is retried when its worker or node dies (default 2)",
+    )
+
+
+def executor_from_args(args: argparse.Namespace) -> Any:
+    """The executor the flags ask for: ``None`` (local) or a Ray executor; a one-line error when the
+    Ray flags come without ``--executor ray`` or Ray is not installed."""
+    if args.executor != "ray":
+        given = [
+            flag
+            for flag, name, default in (
+                ("--ray-address", "ray_address", None),
+                ("--gpus-per-run", "gpus_per_run", 0.0),
+                ("--cpus-per-run", "cpus_per_run", 1.0),
+                ("--workers", "workers", None),
+                ("--max-retries", "max_retries", 2),
+            )
+            if getattr(args, name) != default
+        ]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --executor ray")
+        return None
+    from kmat.tools.ray_executor import RayExecutor, import_ray
+
+    try:
+        import_ray()
+        return RayExecutor(
+            address=args.ray_address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            workers=args.workers,
+            max_retries=args.max_retries,
+        )
+    except ConfigError as err:
+        raise ConfigError(f"--executor ray: {err}") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kmat.cli._common import add_executor_flags, executor_from_args
+
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -39,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="demo backbone: images per class and modality of each pair",
     )
     adv.add_argument("--pretrain-epochs", type=int, default=None, help="demo backbone: pre-training epochs")
+    add_executor_flags(p)
     p.set_defaults(func=run)
 
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     splits = dict(zip(("train", "val", "test"), args.synth_sizes, strict=True)) if args.synth_sizes else None
     params = {"n_per_class": args.pretrain_images, "epochs": args.pretrain_epochs}
     params = {k: v for k, v in params.items() if v is not None}
+    executor = executor_from_args(args)
     run_demo(
         args.out,
         quick=args.quick,
@@ -57,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
         backbone_params=params or None,
         device=args.device,
         show_progress=not args.quiet,
+        executor=executor,
     )
     return 0

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from kmat.cli._common import add_executor_flags, executor_from_args
 from kmat.cli.options import add_method_flags, add_run_flags, method_options_from_args, option_default
 from kmat.errors import ConfigError
 
@@ -102,6 +103,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
             metavar=name.upper(),
             help=f"values of {name} (default: {default})",
         )
+    add_executor_flags(p)
     add_method_flags(p)
     p.set_defaults(func=run)
 
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             print(format_method_options(m) + "\n")
         return 0
     out = Path(args.out)
+    executor = None if args.dry_run else executor_from_args(args)
     sens_values = {name: getattr(args, f"sens_{name}") for name in SENS_FLAGS}
     if args.table != "sensitivity":
         given = [SENS_FLAGS[name] for name, v in sens_values.items() if v is not None]
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         f"({len(tasks)} task(s) x {len(specs) // max(1, len(tasks) * len(args.seeds))} configuration(s) "
         f"x {len(args.seeds)} seed(s)), backbone {settings.backbone}, output {out}"
     )
-    report = run_grid(specs, out, settings, dry_run=args.dry_run)
+    report = run_grid(specs, out, settings, dry_run=args.dry_run, executor=executor)
     if args.dry_run:
         print(f"{len(report.pending)} pending, {len(report.skipped)} done")
         return 0

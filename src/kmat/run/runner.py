@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import platform
 import random
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,19 @@ from kmat.backbone import Backbone, load_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.fingerprint import check_content_leaks, data_fingerprint
 from kmat.data.images import check_readable
-from kmat.data.task import Task, load_task, resolve_task
-from kmat.engine import load_checkpoint, save_checkpoint, train
-from kmat.errors import BackboneError, CheckpointError, OutputError, RunConflictError, TrainingDivergedError
+from kmat.data.task import Sample, Task, load_task, resolve_task
+from kmat.engine import load_checkpoint, train
+from kmat.errors import (
+    BackboneError,
+    CheckpointError,
+    ConfigError,
+    KmatError,
+    OutputError,
+    RunConflictError,
+    TrainingDivergedError,
+)
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
-from kmat.knowledge.descriptions import descriptions_source
+from kmat.knowledge.descriptions import descriptions_source, load_descriptions
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext
 from kmat.methods.config import MethodConfig, resolve_config
@@ -187,11 +197,19 @@ def check_run_folder(folder: str | Path, expected: dict[str, Any], overwrite: bo
 
 
 def build_method(
-    cfg: RunConfig, task: Task, backbone: Backbone, method_config: MethodConfig | None = None
+    cfg: RunConfig,
+    task: Task,
+    backbone: Backbone,
+    method_config: MethodConfig | None = None,
+    descriptions: dict[str, dict[str, list[str]]] | None = None,
 ) -> Method:
+    """The run's method, initialised for its seed. ``descriptions``: the task's descriptions as
+    :func:`kmat.knowledge.descriptions.load_descriptions` reads them, read elsewhere (a Ray task)."""
     cls = get_method(cfg.method)
     mcfg = method_config if method_config is not None else resolve_method_config(cfg, task)
     ctx = MethodContext(backbone=backbone, task=task, min_descriptions=cfg.min_descriptions)
+    if descriptions is not None:
+        ctx._cache["descriptions"] = descriptions
     torch.manual_seed(cfg.seed)  # prompt initialisation depends on the seed only
     return cls(ctx, mcfg)
 
@@ -306,14 +324,137 @@ def run(
         return _run(cfg, backbone, store, task, overwrite, annotations)
 
 
-def _run(
+@dataclasses.dataclass
+class RunOutput:
+    """What one run computes, in memory: everything :func:`write_run` writes into its folder.
+
+    Made by :func:`compute_run` (in this process, or on another machine by an executor) and written
+    by the process that owns the output folder; the bytes written are the same either way."""
+
+    result: dict[str, Any]
+    replay: dict[str, Any]  # the run config file (config.json)
+    state: dict[str, torch.Tensor]  # the learnable parameters (checkpoint.safetensors)
+    checkpoint_metadata: dict[str, str]
+    embeddings: dict[str, torch.Tensor]  # per modality role (class_embeddings.safetensors)
+    classes: list[str]
+    shots: list[Sample]  # the few-shot subsets (fewshot_train.csv, fewshot_val.csv)
+    val: list[Sample] | None
+    identity: dict[str, Any]  # the run's identity (:func:`run_identity`): checked against the folder
+
+
+@dataclasses.dataclass
+class SplitFeatures:
+    """The test and validation features of a task's two modalities: role -> (features, labels); a
+    role without images in a split is left out."""
+
+    test: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    val: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclasses.dataclass
+class ViewFeatures:
+    """The training features of a few-shot subset, one view per epoch (a single plain view without
+    augmentation): what :class:`kmat.features.TrainFeatures` gives, computed ahead."""
+
+    views: list[tuple[torch.Tensor, torch.Tensor]]
+    augment: bool
+
+    def __call__(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = epoch if self.augment else 0
+        if i >= len(self.views):
+            raise ConfigError(f"training view {epoch} was not computed ({len(self.views)} view(s) given)")
+        return self.views[i]
+
+
+@dataclasses.dataclass
+class RunInputs:
+    """What a run reads from its task's files and its backbone, read ahead elsewhere, so that the
+    run itself reads no file of the task: the run's identity (data fingerprint, weights digest), the
+    task's descriptions (``None``: read them if the method needs them), and the image features."""
+
+    identity: dict[str, Any]
+    descriptions: dict[str, dict[str, list[str]]] | None
+    splits: SplitFeatures
+    views: ViewFeatures
+
+
+def read_descriptions(cfg: RunConfig, task: Task) -> dict[str, dict[str, list[str]]] | None:
+    """The task's descriptions as the run's method would read them; ``None`` when they cannot be
+    read (a method that needs them then reads them itself and reports why)."""
+    try:
+        return load_descriptions(task, cfg.min_descriptions)
+    except KmatError:
+        return None
+
+
+def feature_keys(cfg: RunConfig) -> tuple[tuple, tuple]:
+    """Which runs share features: the same test/validation features (task, backbone, precision,
+    device, batch size), and also the same training views (and shots, seed, augmentation)."""
+    split = (cfg.task, cfg.data_root, cfg.backbone, cfg.precision, cfg.device, cfg.feature_batch_size)
+    return split, (*split, cfg.shots, cfg.seed, cfg.augment)
+
+
+def views_needed(cfg: RunConfig, task: Task) -> int:
+    """How many training views ``cfg``'s run reads: one per epoch (one in all without augmentation),
+    none for a method that does not train."""
+    if not get_method(cfg.method).trains:
+        return 0
+    epochs = int(getattr(resolve_method_config(cfg, task), "epochs", 0))
+    return epochs if cfg.augment else min(1, epochs)
+
+
+def encode_splits(
+    cfg: RunConfig, task: Task, backbone: Backbone | None = None, store: FeatureStore | None = None
+) -> SplitFeatures:
+    """The test and validation features ``cfg``'s run reads (as :func:`compute_run` computes them)."""
+    backbone = _backbone_for(cfg, backbone)
+    store = store if store is not None else FeatureStore(disk=cfg.feature_cache)
+    return SplitFeatures(
+        test=_test_features(cfg, task, backbone, store), val=_test_features(cfg, task, backbone, store, "val")
+    )
+
+
+def encode_views(
     cfg: RunConfig,
-    backbone: Backbone | None,
-    store: FeatureStore | None,
-    task: Task | None,
-    overwrite: bool,
-    annotations: dict[str, Any] | None = None,
-) -> dict:
+    task: Task,
+    n_views: int,
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+) -> ViewFeatures:
+    """The first ``n_views`` training views of ``cfg``'s few-shot subset (as :func:`compute_run`
+    computes them)."""
+    backbone = _backbone_for(cfg, backbone)
+    shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
+    feats = TrainFeatures(
+        backbone,
+        shots,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        batch_size=_encode_batch(cfg, backbone),
+        show_progress=cfg.show_progress,
+        store=store if store is not None else FeatureStore(disk=cfg.feature_cache),
+    )
+    return ViewFeatures([feats(e) for e in range(n_views)], cfg.augment)
+
+
+def compute_run(
+    cfg: RunConfig,
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+    task: Task | None = None,
+    on_identity: Callable[[dict[str, Any]], None] | None = None,
+    before_training: Callable[[list[Sample], list[Sample] | None], None] | None = None,
+    inputs: RunInputs | None = None,
+) -> RunOutput:
+    """Train and evaluate one run without writing its folder (the compute half of :func:`run`).
+
+    ``on_identity(expected)`` is called once the run's identity is known (before any image is
+    encoded), ``before_training(shots, val)`` once the test features are read, before training:
+    :func:`run` checks and prepares its folder there, so that a bad folder fails early.
+
+    ``inputs``: the run's identity, descriptions and features, computed ahead elsewhere (the task's
+    content checks too): the run then reads no file of the task. The backbone's weights must be those
+    of ``inputs.identity``."""
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -325,11 +466,20 @@ def _run(
     timing["load_s"] = time.perf_counter() - t_start
 
     method_config = resolve_method_config(cfg, task)
-    check_content_leaks(task)
-    expected = run_identity(cfg, task, method_config, backbone)
-    check_run_folder(cfg.out, expected, overwrite)
+    if inputs is None:
+        check_content_leaks(task)
+        expected = run_identity(cfg, task, method_config, backbone)
+    else:
+        expected = inputs.identity
+        if expected.get("backbone_weights") not in (None, weights_digest(backbone)):
+            raise BackboneError(
+                f"backbone {cfg.backbone} here has weights {weights_digest(backbone)}, the run was "
+                f"planned with weights {expected['backbone_weights']}: every machine needs the same backbone"
+            )
+    if on_identity is not None:
+        on_identity(expected)
     t0 = time.perf_counter()
-    method = build_method(cfg, task, backbone, method_config)
+    method = build_method(cfg, task, backbone, method_config, inputs.descriptions if inputs else None)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
     val = (
         sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
@@ -339,29 +489,19 @@ def _run(
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
-    check_readable([s.path for s in shots])  # and so does an unreadable training image
-    test = _test_features(cfg, task, backbone, store)
-    val_feats = _test_features(cfg, task, backbone, store, split="val")
+    if inputs is None:
+        check_readable([s.path for s in shots])  # and so does an unreadable training image
+        test = _test_features(cfg, task, backbone, store)
+        val_feats = _test_features(cfg, task, backbone, store, split="val")
+    else:
+        test, val_feats = inputs.splits.test, inputs.splits.val
     timing["test_features_s"] = time.perf_counter() - t0
+    if before_training is not None:
+        before_training(shots, val)
 
-    final = RunLayout.of(cfg.out)  # written only once the inputs have been read
-    with output_errors(final.folder):
-        final.recover()
-    foreign = final.foreign_entries()
-    if foreign:
-        raise RunConflictError(
-            f"{final.folder} holds files that are not a kmat run's ({', '.join(foreign[:5])}); "
-            "a run replaces its folder as a whole, so choose an empty or new folder"
-        )
-    layout = RunLayout.of(final.staging)  # built aside, then swapped in as a unit
-    try:
-        with output_errors(final.folder):
-            layout.folder.mkdir(parents=True)
-        write_subset(shots, task.classes, layout.fewshot_train)  # an unwritable place fails before training
-        if val is not None:
-            write_subset(val, task.classes, layout.fewshot_val)
-
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    feats: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    if inputs is None:
         feats = TrainFeatures(
             backbone,
             shots,
@@ -371,26 +511,76 @@ def _run(
             show_progress=cfg.show_progress,
             store=store,
         )
-        history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
-        timing["train_s"] = time.perf_counter() - t0
-        check_finite(method)
-        save_checkpoint(method, _checkpoint_config(cfg, method), layout.checkpoint)
+    else:
+        feats = inputs.views
+    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+    timing["train_s"] = time.perf_counter() - t0
+    check_finite(method)
+    state = {k: v.detach().cpu().contiguous() for k, v in method.learnable_state().items()}
+    metadata = {"config": json.dumps(_checkpoint_config(cfg, method)), "method": method.name}
 
-        t0 = time.perf_counter()
-        per_role = evaluate(method, test, task)
-        save_embeddings(method, layout.embeddings)
-        timing["eval_s"] = time.perf_counter() - t0
-        timing["total_s"] = time.perf_counter() - t_start
-        result = _result(cfg, task, backbone, method, per_role, timing, history)
-        result["config"]["task_data"] = expected["task_data"]
-        result["val"] = _val_metrics(method, val_feats, task)
-        result.update(annotations or {})
-        atomic_write_json(layout.config, replay_config(cfg, method.cfg))
-        atomic_write_json(layout.result, result)
-        with output_errors(final.folder):
-            final.commit()
+    t0 = time.perf_counter()
+    per_role = evaluate(method, test, task)
+    embeddings = {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()}
+    timing["eval_s"] = time.perf_counter() - t0
+    timing["total_s"] = time.perf_counter() - t_start
+    result = _result(cfg, task, backbone, method, per_role, timing, history)
+    result["config"]["task_data"] = expected["task_data"]
+    result["val"] = _val_metrics(method, val_feats, task)
+    return RunOutput(
+        result=result,
+        replay=replay_config(cfg, method.cfg),
+        state=state,
+        checkpoint_metadata=metadata,
+        embeddings=embeddings,
+        classes=list(task.classes),
+        shots=shots,
+        val=val,
+        identity=expected,
+    )
+
+
+def _open_run_folder(final: RunLayout) -> RunLayout:
+    """Recover ``final`` from an interrupted swap, refuse a folder of foreign files, and create the
+    staging folder the run is built in (returned)."""
+    with output_errors(final.folder):
+        final.recover()
+    foreign = final.foreign_entries()
+    if foreign:
+        raise RunConflictError(
+            f"{final.folder} holds files that are not a kmat run's ({', '.join(foreign[:5])}); "
+            "a run replaces its folder as a whole, so choose an empty or new folder"
+        )
+    layout = RunLayout.of(final.staging)  # built aside, then swapped in as a unit
+    with output_errors(final.folder):
+        layout.folder.mkdir(parents=True)
+    return layout
+
+
+def _write_subsets(
+    layout: RunLayout, classes: list[str], shots: list[Sample], val: list[Sample] | None
+) -> None:
+    write_subset(shots, classes, layout.fewshot_train)
+    if val is not None:
+        write_subset(val, classes, layout.fewshot_val)
+
+
+def _write_output(layout: RunLayout, output: RunOutput) -> None:
+    """The checkpoint, embeddings, run config and result (written last) into the staging folder."""
+    atomic_save_safetensors(layout.checkpoint, output.state, metadata=output.checkpoint_metadata)
+    atomic_save_safetensors(layout.embeddings, output.embeddings)
+    atomic_write_json(layout.config, output.replay)
+    atomic_write_json(layout.result, output.result)
+
+
+@contextlib.contextmanager
+def _undone_on_failure(final: RunLayout) -> Iterator[None]:
+    """No half-built folder left behind when the block fails; a broken swap undone; an output
+    error names the run folder."""
+    try:
+        yield
     except BaseException as err:
-        with contextlib.suppress(OSError):  # no half-built folder left behind; a broken swap undone
+        with contextlib.suppress(OSError):
             final.recover()
         if isinstance(err, OutputError) and Path(err.path) != final.folder:
             raise OutputError(
@@ -399,7 +589,59 @@ def _run(
                 field="out",
             ) from err
         raise
-    return result
+
+
+def write_run(cfg: RunConfig, output: RunOutput, overwrite: bool = False) -> dict:
+    """Write a computed run (:func:`compute_run`'s answer) into ``cfg.out`` as a unit, exactly as
+    :func:`run` does; the caller holds the folder's lock. Returns the result."""
+    check_run_folder(cfg.out, output.identity, overwrite)
+    final = RunLayout.of(cfg.out)
+    layout = _open_run_folder(final)
+    with _undone_on_failure(final):
+        _write_subsets(layout, output.classes, output.shots, output.val)
+        _write_output(layout, output)
+        with output_errors(final.folder):
+            final.commit()
+    return output.result
+
+
+def _run(
+    cfg: RunConfig,
+    backbone: Backbone | None,
+    store: FeatureStore | None,
+    task: Task | None,
+    overwrite: bool,
+    annotations: dict[str, Any] | None = None,
+) -> dict:
+    final = RunLayout.of(cfg.out)
+    if task is None:
+        task = load_task(resolve_task(cfg.task, cfg.data_root))
+    classes = task.classes
+    staging: list[RunLayout] = []
+
+    def check_folder(expected: dict[str, Any]) -> None:
+        check_run_folder(cfg.out, expected, overwrite)
+
+    def prepare_folder(shots: list[Sample], val: list[Sample] | None) -> None:
+        staging.append(_open_run_folder(final))  # written only once the inputs have been read
+        with _undone_on_failure(final):
+            _write_subsets(staging[0], classes, shots, val)  # an unwritable place fails before training
+
+    try:
+        output = compute_run(
+            cfg, backbone, store, task, on_identity=check_folder, before_training=prepare_folder
+        )
+    except BaseException:
+        if not staging:
+            raise
+        with _undone_on_failure(final):
+            raise
+    output.result.update(annotations or {})
+    with _undone_on_failure(final):
+        _write_output(staging[0], output)
+        with output_errors(final.folder):
+            final.commit()
+    return output.result
 
 
 def check_finite(method: Method) -> None:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from kmat.errors import OutputError
+from kmat.run.executor import RemoteExecutor
 from kmat.run.experiments import TABLE2_METHODS, table2_grid, table3_grid
 from kmat.run.grid import GridSettings, run_grid
 from kmat.tools.synthmed import SynthPair, write_task
@@ -57,6 +58,7 @@ def run_demo(
     backbone_params: dict | None = None,
     device: str = "cpu",
     show_progress: bool = True,
+    executor: RemoteExecutor | None = None,
 ) -> dict[str, str]:
     """Run the demo; returns the table texts. ``quick``: Table 2 with seed 1 only, no Table 3.
     ``splits`` (images per class and split) applies to both pairs; default: each pair's own."""
@@ -95,7 +97,7 @@ def run_demo(
         + ("" if quick else " + Table 3 (8 ablation rows, seed 1; row 8 is K-MaT's Table 2 run)")
     )
     settings = GridSettings(backbone=backbone, device=device, show_progress=show_progress)
-    report = run_grid(specs, out, settings)
+    report = run_grid(specs, out, settings, executor=executor)
     texts = write_report(out, tables=tables)
     log.info(
         f"demo finished in {time.perf_counter() - t0:.0f}s"

@@ -1,0 +1,248 @@
+"""Grid runs as Ray tasks (``--executor ray``): one task per run, with the resources asked for
+(``--cpus-per-run``, ``--gpus-per-run``; fractions share a GPU), on a local Ray instance or a cluster.
+
+Features are computed once and shipped: one Ray task per task folder encodes its test and
+validation images, one per (task, shots, seed) group encodes the training views (as many as the
+group's longest run needs); their results go through Ray's object store to the group's training
+tasks, one per run, which read no file of the task (the driver hands them the run's identity and the
+task's descriptions) and return the result and the learned tensors. The driver writes every run
+folder (:func:`kmat.run.grid.run_grid`). A worker process keeps the backbone it loaded for its next
+task.
+
+Faults: an error raised by a run comes back as its failure (recorded in its ``error.json``); a worker
+process or node that dies takes its run with it and Ray runs it again, up to ``max_retries`` times;
+closing the results early (Ctrl-C on the driver) cancels the tasks still out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections import Counter
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from kmat.errors import ConfigError
+from kmat.run.executor import RunFailure, RunJob
+from kmat.run.runner import (
+    RunInputs,
+    RunOutput,
+    SplitFeatures,
+    ViewFeatures,
+    compute_run,
+    encode_splits,
+    encode_views,
+    feature_keys,
+    views_needed,
+)
+
+KILL_ONCE_ENV = "KMAT_TEST_KILL_WORKER_ONCE"  # tests only: a marker file path; see _train
+
+_WORKER: dict[str, Any] = {}  # per worker process: the backbones and the feature store it keeps
+
+
+def ray_missing_error(err: BaseException | None = None) -> ConfigError:
+    why = f" ({err})" if err is not None else ""
+    return ConfigError(
+        f"Ray is not installed{why}; it comes with the cluster extra: pip install 'kmat[cluster]'"
+    )
+
+
+def import_ray() -> Any:
+    """The ``ray`` module; without it (the ``cluster`` extra not installed) a one-line
+    :class:`ConfigError` that says how to install it."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ray_missing_error(err) from None
+    return ray
+
+
+def _worker_backbone_and_store(cfg: Any) -> tuple[Any, Any]:
+    """This worker process's backbone for ``cfg`` (loaded once) and its feature store."""
+    from kmat.backbone import load_backbone
+    from kmat.features import FeatureStore
+    from kmat.run.device import resolve_device
+
+    os.environ["KMAT_PROGRESS"] = "0"  # no worker bars: the driver prints one line per finished run
+    key = f"{cfg.backbone}|{resolve_device(cfg.device)}"
+    backbones = _WORKER.setdefault("backbones", {})
+    if key not in backbones:
+        backbones[key] = load_backbone(cfg.backbone, device=resolve_device(cfg.device))
+    stores = _WORKER.setdefault("stores", {})
+    if cfg.feature_cache not in stores:
+        stores[cfg.feature_cache] = FeatureStore(disk=cfg.feature_cache)
+    return backbones[key], stores[cfg.feature_cache]
+
+
+def _encode_splits(cfg: Any, task: Any) -> SplitFeatures:
+    """A feature task: the test and validation features of a task (reads its images)."""
+    backbone, store = _worker_backbone_and_store(cfg)
+    return encode_splits(cfg, task, backbone, store)
+
+
+def _encode_views(cfg: Any, task: Any, n_views: int) -> ViewFeatures:
+    """A feature task: the training views of a (task, shots, seed) group (reads its images)."""
+    backbone, store = _worker_backbone_and_store(cfg)
+    return encode_views(cfg, task, n_views, backbone, store)
+
+
+def _train(
+    cfg: Any,
+    task: Any,
+    identity: dict[str, Any],
+    descriptions: Any,
+    splits: SplitFeatures,
+    views: ViewFeatures,
+    kill_marker: str | None,
+) -> RunOutput:
+    """A run's task: train and evaluate on the features it is given (reads no image)."""
+
+    def maybe_die(*_: Any) -> None:  # tests: the first run to get here dies as a killed worker would
+        if kill_marker and not Path(kill_marker).exists():
+            Path(kill_marker).write_text(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    backbone, store = _worker_backbone_and_store(cfg)
+    inputs = RunInputs(identity=identity, descriptions=descriptions, splits=splits, views=views)
+    return compute_run(
+        cfg, backbone=backbone, store=store, task=task, before_training=maybe_die, inputs=inputs
+    )
+
+
+def _remote_traceback(err: BaseException) -> str:
+    """The traceback of a run that raised on a worker, as Python prints it (no terminal colours)."""
+    text = str(getattr(err, "traceback_str", "") or err)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    if not text.lstrip().startswith("Traceback"):
+        text = f"Traceback (on a Ray worker):\n{text}"
+    return text
+
+
+class RayExecutor:
+    """Runs as Ray tasks. ``address``: ``None`` starts a local Ray instance (``num_cpus``: its CPUs,
+    default all), ``"auto"`` or ``HOST:PORT`` joins a running cluster; an already initialised Ray
+    (this process called ``ray.init``) is used as it is. ``workers`` caps the runs in flight."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_run: float = 1.0,
+        gpus_per_run: float = 0.0,
+        workers: int | None = None,
+        max_retries: int = 2,
+        num_cpus: int | None = None,
+    ) -> None:
+        import_ray()
+        if cpus_per_run < 0 or gpus_per_run < 0:
+            raise ConfigError("the CPUs and GPUs per run cannot be negative")
+        if gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
+            raise ConfigError(f"{gpus_per_run:g} GPUs per run: above 1, a whole number of GPUs")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"{workers} runs at a time: at least 1")
+        if max_retries < 0:
+            raise ConfigError(f"{max_retries} retries: 0 or more")
+        self.address = address
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+        self.workers = workers
+        self.max_retries = max_retries
+        self.num_cpus = num_cpus
+
+    def _start(self) -> bool:
+        """Connect to (or start) Ray; whether this call started it (and so shuts it down)."""
+        ray = import_ray()
+        if ray.is_initialized():
+            return False
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        if self.address is None:
+            kw["num_cpus"] = self.num_cpus
+        else:
+            kw["address"] = self.address
+        try:
+            ray.init(**kw)
+        except ConnectionError as err:
+            raise ConfigError(
+                f"no Ray cluster at {self.address} ({err}); start one there with `ray start --head`, "
+                "or let kmat start a local one (no address)"
+            ) from err
+        return True
+
+    def results(self, jobs: list[RunJob]) -> Generator[tuple[RunJob, RunOutput | RunFailure], None, None]:
+        if not jobs:
+            return
+        ray = import_ray()
+        started = self._start()
+        opts = {"num_cpus": self.cpus_per_run, "num_gpus": self.gpus_per_run, "max_retries": self.max_retries}
+        # a run that raises fails (recorded); only a task whose worker or node died is run again
+        splits_task = ray.remote(_encode_splits).options(**opts, retry_exceptions=False)
+        views_task = ray.remote(_encode_views).options(**opts, retry_exceptions=False)
+        train_task = ray.remote(_train).options(**opts, retry_exceptions=False)
+        kill_marker = os.environ.get(KILL_ONCE_ENV)
+        # features: one task per task (test and validation images) and one per (task, shots, seed)
+        # group (training views, as many as its longest run needs), handed to the group's runs
+        # through the object store; dropped once the last run that reads them is back
+        n_views: dict[tuple, int] = {}
+        readers: Counter[tuple] = Counter()
+        for job in jobs:
+            split_key, view_key = feature_keys(job.cfg)
+            n_views[view_key] = max(n_views.get(view_key, 0), views_needed(job.cfg, job.task))
+            readers[split_key] += 1
+            readers[view_key] += 1
+        task_refs: dict[str, Any] = {}  # each task's description put in the object store once
+        features: dict[tuple, Any] = {}
+        todo = list(jobs)
+        out: dict[Any, RunJob] = {}
+        try:
+            while todo or out:
+                while todo and (self.workers is None or len(out) < self.workers):
+                    job = todo.pop(0)
+                    split_key, view_key = feature_keys(job.cfg)
+                    if job.cfg.task not in task_refs:
+                        task_refs[job.cfg.task] = ray.put(job.task)
+                    task_ref = task_refs[job.cfg.task]
+                    if split_key not in features:
+                        features[split_key] = splits_task.remote(job.cfg, task_ref)
+                    if view_key not in features:
+                        features[view_key] = (
+                            views_task.remote(job.cfg, task_ref, n_views[view_key])
+                            if n_views[view_key]
+                            else ViewFeatures([], job.cfg.augment)
+                        )
+                    ref = train_task.remote(
+                        job.cfg,
+                        task_ref,
+                        job.identity,
+                        job.descriptions,
+                        features[split_key],
+                        features[view_key],
+                        kill_marker,
+                    )
+                    out[ref] = job
+                ready, _ = ray.wait(list(out), num_returns=1)
+                ref = ready[0]
+                job = out.pop(ref)
+                for key in feature_keys(job.cfg):
+                    readers[key] -= 1
+                    if readers[key] == 0:
+                        features.pop(key, None)
+                try:
+                    outcome: RunOutput | RunFailure = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:  # the run (or its features) raised
+                    cause = err.cause if isinstance(err.cause, BaseException) else err
+                    outcome = RunFailure(cause, _remote_traceback(err))
+                except ray.exceptions.RayError as err:  # a worker or node lost past the retries
+                    outcome = RunFailure(err, f"{type(err).__name__}: {err}")
+                yield job, outcome
+        finally:
+            for ref in list(out) + [f for f in features.values() if not isinstance(f, ViewFeatures)]:
+                try:  # interrupted: what is still out is cancelled, nothing of it is written
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001, S110 - already finished or gone
+                    pass
+            if started:
+                ray.shutdown()
