@@ -167,6 +167,56 @@ def load_image(path: str | Path) -> Image.Image:
     raise ImageError(f"{path}: {bad}")
 
 
+def image_of(item: str | Path | Image.Image | Tensor | np.ndarray, name: str = "image") -> Image.Image:
+    """An image given as a file path (:func:`load_image`), a PIL image or a pixel array, as 8-bit RGB.
+
+    A PIL image is converted as a file of its mode would be (grayscale, palette and alpha to RGB,
+    16-bit and float min-max scaled). An array (torch tensor or NumPy) holds one image, channels
+    first: ``(3, H, W)``, ``(1, H, W)`` or ``(H, W)``, either ``uint8`` (0..255) or floating point
+    in [0, 1] (as ``torchvision.transforms.functional.to_tensor`` gives); a normalised tensor is not
+    an image and is refused. Unusable pixels are an :class:`ImageError` that starts with ``name``.
+    """
+    if isinstance(item, str | Path):
+        return load_image(item)
+    if isinstance(item, Image.Image):
+        bad = _non_finite(item)
+        if bad:
+            raise ImageError(f"{name}: {bad}")
+        return _to_rgb(item)
+    if isinstance(item, np.ndarray):
+        item = torch.from_numpy(np.ascontiguousarray(item))
+    if not isinstance(item, Tensor):
+        raise ImageError(
+            f"{name}: a {type(item).__name__} is not an image (give a path, a PIL image or a tensor)"
+        )
+    t = item.detach().cpu()
+    if t.dim() == 2:
+        t = t.unsqueeze(0)
+    if t.dim() != 3 or t.shape[0] not in (1, 3) or t.shape[1] == 0 or t.shape[2] == 0:
+        raise ImageError(
+            f"{name}: a tensor of shape {tuple(item.shape)} is not an image (expected (3, H, W))"
+        )
+    if t.dtype == torch.uint8:
+        arr = t
+    elif t.is_floating_point():
+        t = t.float()
+        if not torch.isfinite(t).all():
+            raise ImageError(f"{name}: NaN or infinite pixel values; not a usable image")
+        lo, hi = float(t.min()), float(t.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ImageError(
+                f"{name}: float pixel values in [{lo:.3g}, {hi:.3g}], not [0, 1] (a normalised tensor "
+                "is not an image: give the image itself)"
+            )
+        arr = (t * 255.0).round().to(torch.uint8)
+    else:
+        raise ImageError(f"{name}: a {t.dtype} tensor is not an image (expected uint8 or float in [0, 1])")
+    pixels = arr.permute(1, 2, 0).numpy()
+    if pixels.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(pixels[:, :, 0])).convert("RGB")
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
 _READABLE: set[tuple[str, int, int]] = set()
 
 

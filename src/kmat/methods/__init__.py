@@ -45,6 +45,7 @@ def _discover() -> None:
 
 
 def available_methods() -> list[str]:
+    """The names of the registered methods (the built-in ones and any :func:`register` added), sorted."""
     _discover()
     return sorted(_REGISTRY)
 

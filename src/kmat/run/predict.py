@@ -8,14 +8,17 @@ task folder. (CoCoOp builds its prompts per image and is re-built from its check
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from kmat.backbone import Backbone, load_backbone
-from kmat.data.images import IMAGE_SUFFIXES, load_image, test_transform
+from kmat.data.images import IMAGE_SUFFIXES, image_of, test_transform
 from kmat.errors import BackboneError, CheckpointError, ConfigError, ImageError
 from kmat.methods import get_method
 from kmat.run.device import encode_batch_size, resolve_device
@@ -24,12 +27,31 @@ from kmat.run.runner import check_backbone_identity
 from kmat.run.schema import read_result
 from kmat.utils.io import DamagedFileError, read_safetensors
 
+ImageInput = str | Path | Image.Image | Tensor | np.ndarray
+"""One image to predict: a file path, a PIL image, or a pixel array (:func:`kmat.data.images.image_of`)."""
+
 
 @dataclass
 class Prediction:
-    path: str
+    path: str  # the file's path, or ``<image I>`` (I: its position) for an image given in memory
     label: str
     probabilities: dict[str, float]
+
+
+def image_items(images: ImageInput | Sequence[ImageInput]) -> list[tuple[str, ImageInput]]:
+    """``(name, image)`` of each image: one image, or a sequence of them; a 4-D array
+    ``(N, C, H, W)`` is N images. A path is named by itself, any other image ``<image I>``."""
+    if isinstance(images, str | Path | Image.Image | Tensor | np.ndarray):
+        images = [images]
+    out: list[tuple[str, ImageInput]] = []
+    for item in images:
+        if isinstance(item, Tensor | np.ndarray) and item.ndim == 4:
+            out += [(f"<image {len(out)}>", one) for one in item]
+        elif isinstance(item, str | Path):
+            out.append((str(item), item))
+        else:
+            out.append((f"<image {len(out)}>", item))
+    return out
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
@@ -88,10 +110,12 @@ class BadImage:
 class PredictionReport:
     predictions: list[Prediction]
     bad: list[BadImage] = field(default_factory=list)
+    probabilities: Tensor | None = None  # (len(predictions), classes) float32, unrounded, on the CPU
+    classes: list[str] = field(default_factory=list)
 
 
-def _reason(err: ImageError, path: Path) -> str:
-    text = str(err).removeprefix(f"{path}: ")
+def _reason(err: ImageError, path: Path | str) -> str:
+    text = str(err).removeprefix(f"{path}: ").removeprefix(f"{Path(path)}: ")
     return " ".join(text.split())  # one line
 
 
@@ -103,7 +127,7 @@ def bad_images_error(bad: list[BadImage], total: int) -> ImageError:
 
 def predict_images(
     run_dir: str | Path,
-    images: list[Path],
+    images: ImageInput | Sequence[ImageInput],
     role: str = "low",
     backbone: Backbone | None = None,
     device: str = "auto",
@@ -131,7 +155,7 @@ def predict_images(
 @torch.no_grad()
 def predict_report(
     run_dir: str | Path,
-    images: list[Path],
+    images: ImageInput | Sequence[ImageInput],
     role: str = "low",
     backbone: Backbone | None = None,
     device: str = "auto",
@@ -142,6 +166,8 @@ def predict_report(
     strict: bool = False,
 ) -> PredictionReport:
     """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
+
+    ``images``: file paths, PIL images or image tensors (:func:`image_items`), alone or in a list.
 
     Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
     ``backbone_spec`` loads the backbone from elsewhere (a moved model folder); its weights must be
@@ -175,28 +201,33 @@ def predict_report(
             "the backbone the run was trained with (--backbone)"
         )
     batch_size = batch_size or encode_batch_size(backbone.device)
-    report = PredictionReport([])
-    for i in range(0, len(images), batch_size):
-        chunk: list[Path] = []
+    items = image_items(images)
+    report = PredictionReport([], classes=list(classes))
+    rows: list[Tensor] = []
+    for i in range(0, len(items), batch_size):
+        chunk: list[str] = []
         batch: list[Tensor] = []
-        for p in images[i : i + batch_size]:
+        for name, item in items[i : i + batch_size]:
             try:
-                batch.append(test_transform(load_image(p), backbone.image_size, backbone.mean, backbone.std))
+                img = image_of(item, name)
+                batch.append(test_transform(img, backbone.image_size, backbone.mean, backbone.std))
             except ImageError as err:
-                report.bad.append(BadImage(str(p), _reason(err, Path(p))))
+                report.bad.append(BadImage(name, _reason(err, name)))
                 continue
-            chunk.append(p)
+            chunk.append(name)
         if not batch or (strict and report.bad):  # strict: go on reading only, to name every bad image
             continue
-        probs = torch.softmax(scale * backbone.encode_images(torch.stack(batch)) @ t.T, dim=-1).cpu()
-        for p, row in zip(chunk, probs, strict=True):
+        probs = torch.softmax(scale * backbone.encode_images(torch.stack(batch)) @ t.T, dim=-1).float().cpu()
+        rows.append(probs)
+        for name, row in zip(chunk, probs, strict=True):
             report.predictions.append(
                 Prediction(
-                    str(p),
+                    name,
                     classes[int(row.argmax())],
                     {c: round(float(v), 6) for c, v in zip(classes, row, strict=True)},
                 )
             )
     if strict and report.bad:
-        raise bad_images_error(report.bad, len(images))
+        raise bad_images_error(report.bad, len(items))
+    report.probabilities = torch.cat(rows) if rows else torch.zeros(0, len(classes))
     return report

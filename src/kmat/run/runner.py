@@ -56,6 +56,7 @@ from kmat.run.schema import (
 )
 from kmat.utils.cache import file_sha256
 from kmat.utils.io import atomic_save_safetensors, atomic_write_json, output_errors
+from kmat.utils.provenance import source_commit
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,16 @@ def seed_everything(seed: int, device: torch.device | None = None) -> None:
 
 
 def versions() -> dict[str, str]:
+    """The versions of kmat and the libraries a run's numbers depend on; ``kmat_git``: the commit
+    of kmat's source when it runs from a git checkout (``-dirty``: with uncommitted changes)."""
     import open_clip
     import ot
     import transformers
 
+    commit = source_commit()
     return {
         "kmat": __version__,
+        **({"kmat_git": commit} if commit else {}),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
@@ -259,7 +264,16 @@ def _result(
         "history": history,
         "timing": timing,
         "versions": versions(),
+        "device_used": device_used(backbone.device),
     }
+
+
+def device_used(device: torch.device) -> str:
+    """The device a run computed on, as recorded (``cpu``, ``cuda:0 (NVIDIA H200)``, ``mps``)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
 
 
 def _backbone_for(cfg: RunConfig, backbone: Backbone | None) -> Backbone:
