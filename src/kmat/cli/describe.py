@@ -60,7 +60,11 @@ def _task_spec(task: str) -> tuple[dict, Path | None]:
     of a paper task name."""
     folder = Path(task).expanduser()
     root = os.environ.get("KMAT_DATA")
-    if not (folder / "task.json").is_file() and root and (Path(root).expanduser() / task / "task.json").is_file():
+    if (
+        not (folder / "task.json").is_file()
+        and root
+        and (Path(root).expanduser() / task / "task.json").is_file()
+    ):
         folder = Path(root).expanduser() / task
     if (folder / "task.json").is_file():
         return json.loads((folder / "task.json").read_text()), folder

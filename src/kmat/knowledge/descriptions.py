@@ -98,8 +98,8 @@ def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, lis
     if is_template(data):
         warnings.warn(
             f"{path}: template-only descriptions (written from the class and modality names, they "
-            "describe no image); results are marked descriptions_template (not comparable to runs with real descriptions): "
-            "replace the file with real descriptions",
+            "describe no image); results are marked descriptions_template (not comparable to runs "
+            "with real descriptions): replace the file with real descriptions",
             stacklevel=2,
         )
     return validate_descriptions(data, task.classes, [task.high.name, task.low.name], str(path), min_count)

@@ -484,7 +484,9 @@ def write_stub_descriptions(
     ``overwrite`` (:class:`ConfigError`)."""
     path = Path(out).expanduser()
     if path.exists() and not overwrite:
-        raise ConfigError(f"{path} already exists; it is kept (set overwrite to replace it)", field="overwrite")
+        raise ConfigError(
+            f"{path} already exists; it is kept (set overwrite to replace it)", field="overwrite"
+        )
     data = stub_descriptions(classes, modalities)
     _write_atomic(path, data)
     return data

@@ -55,7 +55,9 @@ def _base_definition(out: Path, opts: dict) -> dict:
 def _role_or_hint(spec: dict, modality: str) -> str:
     """The role of an existing modality; else an error that lists the task's modalities and says
     how to add this one."""
-    have = {r: spec[r]["modality"] for r in ROLES if isinstance(spec.get(r), dict) and spec[r].get("modality")}
+    have = {
+        r: spec[r]["modality"] for r in ROLES if isinstance(spec.get(r), dict) and spec[r].get("modality")
+    }
     for role, mod in have.items():
         if mod == modality:
             return role
@@ -177,7 +179,9 @@ class ImageFolderPreparer(Preparer):
             return {role: "the download's own split folders"}
         namespace = f"imagefolder|{spec['task']}|{spec[role]['modality']}"
         paper = (spec.get("expected_counts") or {}).get(role)
-        low_default = role == ROLES[1] and not opts["ratios"] and (not paper or opts["low_val_fraction"] is not None)
+        low_default = (
+            role == ROLES[1] and not opts["ratios"] and (not paper or opts["low_val_fraction"] is not None)
+        )
         if not low_default:
             return generated_split(col, spec, (role,), opts, namespace, "image")
         ratios = _low_end_ratios(opts)

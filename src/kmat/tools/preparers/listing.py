@@ -89,7 +89,9 @@ def readiness(prepared: bool, missing: str, template: bool, folder: Path | str) 
     if not prepared:
         return "not prepared"
     if missing:
-        return f"prepared, NOT ready to train with the default method (kmat): {missing}; {describe_hint(folder)}"
+        return (
+            f"prepared, NOT ready to train with the default method (kmat): {missing}; {describe_hint(folder)}"
+        )
     if template:
         return "ready (descriptions are a TEMPLATE: results are marked template-only; replace them with real ones)"
     return "ready"
