@@ -66,14 +66,18 @@ def test_new_task_with_split_folders_and_aliases(tmp_path):
     assert report.loadable
     task = load_task(out / "pets")
     assert task.classes == ["cat", "dog"] and task.low.display_name == "pencil sketch"
-    assert len(task.low.samples) == 20 and {s.split for s in task.low.samples} == {"train", "val", "test"}
+    # the low end is only evaluated: all of it is test by default
+    assert len(task.low.samples) == 20 and {s.split for s in task.low.samples} == {"test"}
     assert "pets" in [t.task for t in list_tasks(out)]
 
 
 def test_new_task_needs_classes(tmp_path):
     write_image(tmp_path / "raw" / "a" / "1.png")
-    with pytest.raises(PrepareError, match=r"pass classes=\[...\] and role"):
+    with pytest.raises(
+        PrepareError, match=r"a new task needs its class keys \(classes\) and the role"
+    ) as err:
         prepare_dataset("imagefolder", tmp_path / "raw", tmp_path / "data", task="new", modality="m")
+    assert set(err.value.options) == {"classes", "role"}  # the command line adds their flags
 
 
 def test_unknown_folder_and_unknown_modality(tmp_path):

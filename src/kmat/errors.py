@@ -68,7 +68,15 @@ class RunBusyError(RunConflictError):
 
 
 class PrepareError(KmatError, ValueError):
-    """A raw dataset folder cannot be turned into a manifest (the message says what and where)."""
+    """A raw dataset folder cannot be turned into a manifest (the message says what and where).
+    ``options`` names the preparer options that fix it, each with a suggested value or ``None``
+    (the command line adds the matching flags)."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, options: dict[str, str | None] | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.options = dict(options or {})
 
 
 class GeneratorError(KmatError, RuntimeError):

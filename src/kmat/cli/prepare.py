@@ -22,7 +22,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "  kmat prepare busi --raw ~/data/Dataset_BUSI_with_GT --out ~/kmat-data "
         "--split-file split_BUSI.json\n"
         "  kmat prepare imagefolder --raw ./my_xrays --out ~/kmat-data --task chest "
-        "--modality xray --class-alias COVID=covid19\n  kmat prepare --list",
+        "--modality xray --class-alias COVID=covid19\n"
+        "  # a new task of your own: the high end (trained on), then the low end (only evaluated)\n"
+        "  kmat prepare imagefolder --raw raw/sharp --out data --task digits --modality sharp "
+        "--role high --classes zero one two\n"
+        "  kmat prepare imagefolder --raw raw/blurry --out data --task digits --modality blurry --role low\n"
+        "  kmat prepare --list",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", nargs="?", help="derm7pt, midas, dmid, busi, cc_ccii, chestxray or imagefolder")
@@ -48,9 +53,32 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--fold-sccis-into-scc", action="store_true", help="midas: count SCC in situ as SCC")
     p.add_argument("--task", default=None, help="imagefolder: the task to write into")
     p.add_argument("--modality", default=None, help="imagefolder: the modality key")
-    p.add_argument("--role", default=None, choices=["high_end", "low_end"], help="imagefolder")
-    p.add_argument("--classes", nargs="+", default=None, help="imagefolder: class keys")
-    p.add_argument("--class-alias", nargs="+", default=None, metavar="FOLDER=CLASS", help="imagefolder")
+    p.add_argument(
+        "--role",
+        default=None,
+        choices=["high", "low", "high_end", "low_end"],
+        metavar="{high,low}",
+        help="imagefolder: high = the modality trained on, low = the one only evaluated (needed for a "
+        "new modality of a task; high_end / low_end are accepted too)",
+    )
+    p.add_argument(
+        "--classes", nargs="+", default=None, metavar="CLASS", help="imagefolder: class keys of a new task"
+    )
+    p.add_argument(
+        "--class-alias",
+        nargs="+",
+        default=None,
+        metavar="FOLDER=CLASS",
+        help="imagefolder: a folder name that is not a class key",
+    )
+    p.add_argument(
+        "--low-val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="imagefolder, low-end modality: share of its images in a validation split (default 0: all "
+        "test, as the low end is never trained on; e.g. 0.1 for kmat tune --select-on low)",
+    )
     p.add_argument(
         "--exclude", nargs="+", default=None, metavar="GLOB", help="file globs to skip (e.g. '*_mask*')"
     )
@@ -97,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "role": args.role,
         "classes": args.classes,
         "exclude": args.exclude,
+        "low_val_fraction": args.low_val_fraction,
         "fold_sccis_into_scc": True if args.fold_sccis_into_scc else None,
         "class_aliases": dict(a.split("=", 1) for a in args.class_alias) if args.class_alias else None,
     }
@@ -112,6 +141,36 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"dataset {args.dataset!r} does not take option(s) {unknown}; it takes {sorted(accepted)}"
         )
-    report = prepare_dataset(args.dataset, args.raw, out, **options)
+    from kmat.errors import PrepareError
+
+    try:
+        report = prepare_dataset(args.dataset, args.raw, out, **options)
+    except PrepareError as err:
+        if not err.options:
+            raise
+        raise ConfigError(f"{err} [{' '.join(_flag(k, v) for k, v in err.options.items())}]") from err
     print(report.format())
     return 0
+
+
+FLAGS = {  # preparer option -> its flag and the placeholder of its value ("" for a switch)
+    "classes": ("--classes", "CLASS [CLASS ...]"),
+    "role": ("--role", "high|low"),
+    "modality": ("--modality", "NAME"),
+    "task": ("--task", "NAME"),
+    "class_aliases": ("--class-alias", "FOLDER=CLASS"),
+    "exclude": ("--exclude", "GLOB"),
+    "skip_missing": ("--skip-missing", ""),
+    "overwrite": ("--overwrite", ""),
+    "low_val_fraction": ("--low-val-fraction", "F"),
+    "metadata": ("--metadata", "FILE"),
+    "split_file": ("--split-file", "FILE"),
+}
+
+
+def _flag(option: str, value: str | None) -> str:
+    """The flag that sets a preparer option, with a suggested value (or a placeholder)."""
+    flag, placeholder = FLAGS.get(option, ("--set", f"{option}=VALUE"))
+    if flag == "--set":
+        return f"--set {option}={value}" if value is not None else f"{flag} {placeholder}"
+    return " ".join(x for x in (flag, value if value is not None else placeholder) if x)

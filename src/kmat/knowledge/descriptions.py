@@ -2,10 +2,16 @@
 
 Format: ``{modality: {class: [sentence, ...]}}``, keyed by the modality names and class keys of a
 task's ``task.json``. Shipped files live in ``kmat/knowledge/data/<task>.json``.
+
+A file with a top-level :data:`TEMPLATE_KEY` (``"_template"``, a string saying so) holds template
+sentences written from the class and modality names only (``kmat describe --stub``): loading it
+works, with a warning, and every run of the task records ``config.descriptions_template: true``.
+Other top-level keys than the task's modality names are ignored.
 """
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +20,23 @@ from kmat.errors import DescriptionsMissingError, TaskError
 from kmat.utils.io import read_json_file
 
 MIN_DESCRIPTIONS = 50
+TEMPLATE_KEY = "_template"
+
+
+def is_template(data: object) -> bool:
+    """Whether a parsed descriptions file is a template (has the top-level :data:`TEMPLATE_KEY`)."""
+    return isinstance(data, dict) and TEMPLATE_KEY in data
+
+
+def template_descriptions(task: Task) -> bool:
+    """Whether the descriptions a run of ``task`` reads are a template (False: real, or none)."""
+    source = descriptions_source(task)
+    if source is None or not Path(source).is_file():
+        return False
+    try:
+        return is_template(read_json_file(source, TaskError, "descriptions file"))
+    except TaskError:
+        return False
 
 
 def shipped_path(task_name: str) -> Path | None:
@@ -72,4 +95,11 @@ def load_descriptions(task: Task, min_count: int = 1) -> dict[str, dict[str, lis
             "to the task folder: {modality: {class: [sentences]}} for both modalities"
         )
     data = read_json_file(path, TaskError, "descriptions file")
+    if is_template(data):
+        warnings.warn(
+            f"{path}: template-only descriptions (written from the class and modality names, they "
+            "describe no image); results are marked descriptions_template (not comparable to runs "
+            "with real descriptions): replace the file with real descriptions",
+            stacklevel=2,
+        )
     return validate_descriptions(data, task.classes, [task.high.name, task.low.name], str(path), min_count)

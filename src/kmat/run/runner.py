@@ -36,7 +36,7 @@ from kmat.errors import (
     TrainingDivergedError,
 )
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
-from kmat.knowledge.descriptions import descriptions_source, load_descriptions
+from kmat.knowledge.descriptions import descriptions_source, load_descriptions, template_descriptions
 from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext
 from kmat.methods.config import MethodConfig, resolve_config
@@ -253,6 +253,7 @@ def _result(
             "classes": task.classes,
             "modalities": {"high": task.high.name, "low": task.low.name},
             "published_defaults": published_defaults_record(cfg, task),
+            "descriptions_template": template_descriptions(task),
         },
         "metrics": cross_modal_summary(per_role["high"], per_role["low"]),
         "per_class": {

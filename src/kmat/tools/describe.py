@@ -31,6 +31,11 @@ answers are retried with exponential back-off up to ``max_retries`` times, then 
 :class:`GeneratorError` says what happened. The output file is rewritten atomically after every
 request that adds sentences, so it is always valid JSON; a new run loads it and requests only
 what is still missing.
+
+Offline, :func:`stub_descriptions` / :func:`write_stub_descriptions` write a template file instead:
+:data:`STUB_TEMPLATES` filled with each class and modality name, marked with the top-level
+``"_template"`` key (:data:`kmat.knowledge.descriptions.TEMPLATE_KEY`) so that runs using it are
+recorded as template-only. A generator run whose output file is such a template replaces it.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kmat.errors import ConfigError, GeneratorError
+from kmat.knowledge.descriptions import TEMPLATE_KEY, is_template
 from kmat.utils.progress import progress as progress_bar
 
 __all__ = [
@@ -62,6 +68,9 @@ __all__ = [
     "backoff_delay",
     "build_messages",
     "generate_descriptions",
+    "STUB_TEMPLATES",
+    "stub_descriptions",
+    "write_stub_descriptions",
     "normalise_sentence",
     "parse_sentences",
     "word_count_ok",
@@ -372,7 +381,8 @@ class _ChatClient:
 
 
 def _load_existing(path: Path) -> Descriptions:
-    """A previous (possibly partial) output file, or an empty mapping if there is none."""
+    """A previous (possibly partial) output file, or an empty mapping if there is none (or if it
+    is a template, which the generated descriptions replace)."""
     if not path.exists():
         return {}
     try:
@@ -381,6 +391,8 @@ def _load_existing(path: Path) -> Descriptions:
         raise GeneratorError(
             f"{path}: existing output is not readable JSON ({err}); move it away or fix it"
         ) from err
+    if is_template(data):
+        return {}
     ok = isinstance(data, dict) and all(
         isinstance(block, dict)
         and all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in block.values())
@@ -409,6 +421,75 @@ def _write_atomic(path: Path, data: Descriptions) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --------------------------------------------------------------------------------------------
+# Template (stub) descriptions, offline
+# --------------------------------------------------------------------------------------------
+
+STUB_TEMPLATES = (
+    "{A_modality} image showing {classname}.",
+    "{Classname} as seen in {a_modality} image.",
+    "{A_modality} image of a case of {classname}.",
+    "The {modality} appearance of {classname}.",
+    "An example of {classname} in {modality}.",
+    "{A_modality} image typical of {classname}.",
+    "{A_modality} image with the features of {classname}.",
+    "{Classname}, imaged by {modality}.",
+    "A case of {classname} on {modality}.",
+    "Findings of {classname} in {a_modality} image.",
+)
+STUB_NOTE = (
+    "template-only: written by 'kmat describe --stub' from the class and modality names; these "
+    "sentences describe no image, and every run that reads them records "
+    "config.descriptions_template = true. Replace this file with real descriptions (kmat describe "
+    "--task TASK --model MODEL ...), or rewrite the sentences yourself and then delete this key."
+)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def stub_descriptions(classes: list[tuple[str, str]], modalities: list[tuple[str, str]]) -> dict:
+    """A template descriptions file: ``{"_template": note, modality: {class: [sentence, ...]}}``
+    with one sentence per :data:`STUB_TEMPLATES` entry, filled with the (key, display name) pairs
+    of the classes and modalities."""
+    _check_pairs(classes, "classes")
+    _check_pairs(modalities, "modalities")
+    out: dict = {TEMPLATE_KEY: STUB_NOTE}
+    for mkey, mname in modalities:
+        a_mod = f"{_article(mname)} {mname}"
+        block = {}
+        for ckey, cname in classes:
+            fields = {
+                "modality": mname,
+                "a_modality": a_mod,
+                "A_modality": a_mod[:1].upper() + a_mod[1:],
+                "classname": cname,
+                "Classname": cname[:1].upper() + cname[1:],
+            }
+            block[ckey] = [t.format(**fields) for t in STUB_TEMPLATES]
+        out[mkey] = block
+    return out
+
+
+def write_stub_descriptions(
+    out: Path | str,
+    classes: list[tuple[str, str]],
+    modalities: list[tuple[str, str]],
+    overwrite: bool = False,
+) -> dict:
+    """Write :func:`stub_descriptions` to ``out`` (atomically); an existing file is kept unless
+    ``overwrite`` (:class:`ConfigError`)."""
+    path = Path(out).expanduser()
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{path} already exists; it is kept (set overwrite to replace it)", field="overwrite"
+        )
+    data = stub_descriptions(classes, modalities)
+    _write_atomic(path, data)
+    return data
 
 
 # --------------------------------------------------------------------------------------------

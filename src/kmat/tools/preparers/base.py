@@ -15,6 +15,7 @@ from typing import SupportsFloat
 
 from kmat.data.definitions import load_definition, validate_definition
 from kmat.tools.preparers.common import ROLES, SPLITS, PrepareError, Problems, Row, check_raw_folder
+from kmat.tools.preparers.listing import training_gap
 from kmat.tools.preparers.report import ModalityReport, PrepareReport
 from kmat.tools.preparers.splits import assign_generated_splits, ratios_of
 from kmat.tools.preparers.writer import (
@@ -146,7 +147,8 @@ def _raise_on_problems(col: Collected, opts: dict, spec: dict) -> None:
     raise PrepareError(
         f"{head} image file(s) under {col.root}:\n  {listed}{more}\n"
         f"Fix the download, or pass skip_missing=True to leave them out (they are then listed in a "
-        f"*.skipped.csv report beside the manifest of task {spec['task']!r})."
+        f"*.skipped.csv report beside the manifest of task {spec['task']!r}).",
+        options={"skip_missing": None},
     )
 
 
@@ -239,6 +241,7 @@ def run(prep: Preparer, raw: str | Path, out: str | Path, options: dict) -> Prep
     write_bytes_if_changed(tj, task_json_bytes(doc))
 
     loadable, why = _loadable(folder)
+    gap = training_gap(folder) if loadable else ("", False)
     notes = col.notes + merge_notes
     if not loadable and all(isinstance(doc.get(r), dict) and "root" in doc[r] for r in ROLES):
         notes.append(f"load_task check failed: {why}")
@@ -270,4 +273,6 @@ def run(prep: Preparer, raw: str | Path, out: str | Path, options: dict) -> Prep
         skipped=col.problems.of_kind("skipped"),
         notes=notes,
         loadable=loadable,
+        train_gap=gap[0],
+        template=gap[1],
     )

@@ -89,7 +89,8 @@ def scan_classes(
             known = sorted({k for k in lookup})
             raise PrepareError(
                 f"{base / name}: folder {name!r} is not a class of {what or 'the task'} (known folder names, "
-                f"normalised: {known}); map it with class_aliases={{{name!r}: '<class key>'}}"
+                f"normalised: {known}); map it with class_aliases={{{name!r}: '<class key>'}}",
+                options={"class_aliases": f"{name}=CLASS"},
             )
         for f in walk_files(base / name):
             rel = f"{prefix}{name}/{f}"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from kmat.data.definitions import load_definition, task_names
+from kmat.errors import KmatError
 from kmat.tools.preparers.common import ROLES, SPLITS
 from kmat.tools.preparers.writer import sha256_file
 
@@ -42,10 +44,57 @@ class TaskStatus:
     shipped: bool
     high: ModalityStatus
     low: ModalityStatus
+    train_gap: str = ""  # prepared, but what the default method (kmat) still needs ('' if nothing)
+    template: bool = False  # its descriptions are a template (``kmat describe --stub``)
 
     @property
     def prepared(self) -> bool:
         return self.high.prepared and self.low.prepared
+
+    @property
+    def ready(self) -> bool:
+        """Prepared, and the default method (kmat) can train on it: it has descriptions."""
+        return self.prepared and not self.train_gap
+
+
+def training_gap(folder: Path) -> tuple[str, bool]:
+    """What the default method (kmat) lacks to train on a prepared task folder ('' if nothing: it
+    loads and has descriptions of both modalities), and whether those descriptions are a template."""
+    from kmat.data.task import load_task
+    from kmat.errors import DescriptionsMissingError
+    from kmat.knowledge.descriptions import load_descriptions, template_descriptions
+
+    try:
+        task = load_task(folder, check_files=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_descriptions(task)
+    except DescriptionsMissingError:
+        return "no descriptions.json in the task folder", False
+    except KmatError as err:
+        return str(err), False
+    return "", template_descriptions(task)
+
+
+def describe_hint(folder: Path | str) -> str:
+    """The commands that write a task folder's descriptions (offline template, or an LLM's)."""
+    return (
+        f"write a template offline with: kmat describe --stub --task {folder}  (or real ones with: "
+        f"kmat describe --task {folder} --model MODEL --out {Path(folder) / 'descriptions.json'})"
+    )
+
+
+def readiness(prepared: bool, missing: str, template: bool, folder: Path | str) -> str:
+    """One line: ready to train with the default method, or what is missing and how to add it."""
+    if not prepared:
+        return "not prepared"
+    if missing:
+        return (
+            f"prepared, NOT ready to train with the default method (kmat): {missing}; {describe_hint(folder)}"
+        )
+    if template:
+        return "ready (descriptions are a TEMPLATE: results are marked template-only; replace them with real ones)"
+    return "ready"
 
 
 def _count(manifest: Path) -> dict[str, int] | None:
@@ -110,15 +159,16 @@ def list_tasks(data_root: str | Path | None = None) -> list[TaskStatus]:
     for name in names:
         folder = base / name if base is not None else None
         spec = _spec(folder, name)
-        out.append(
-            TaskStatus(
-                name,
-                folder,
-                name in task_names(),
-                _modality(spec, ROLES[0], folder),
-                _modality(spec, ROLES[1], folder),
-            )
+        status = TaskStatus(
+            name,
+            folder,
+            name in task_names(),
+            _modality(spec, ROLES[0], folder),
+            _modality(spec, ROLES[1], folder),
         )
+        if status.prepared and folder is not None:
+            status.train_gap, status.template = training_gap(folder)
+        out.append(status)
     return out
 
 
@@ -135,5 +185,8 @@ def format_task_list(rows: list[TaskStatus]) -> str:
                 f"{t.task:<8} {role:<5} {m.modality:<14} {m.preparer:<13} {m.state:<16} {got:<20} {paper}"
             )
         where = str(t.folder) if t.folder else "(no data root: set KMAT_DATA or pass one)"
-        lines.append(f"{'':<8} folder: {where}{'  [ready]' if t.prepared else ''}")
+        lines.append(f"{'':<8} folder: {where}")
+        if t.prepared and t.folder is not None:
+            state = readiness(True, t.train_gap, t.template, t.folder)
+            lines.append(f"{'':<8} [{state}]" if t.ready else f"{'':<8} {state}")
     return "\n".join(lines)

@@ -42,6 +42,8 @@ class PrepareReport:
     skipped: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     loadable: bool = False  # both modalities of the task are prepared
+    train_gap: str = ""  # loadable, but what the default method (kmat) still needs ('' if nothing)
+    template: bool = False  # the task's descriptions are a template
 
     @property
     def written(self) -> list[Path]:
@@ -76,11 +78,21 @@ class PrepareReport:
         lines.append("")
         lines.append("written:")
         lines.extend(f"  {p}" for p in self.written)
-        state = (
-            "ready: load it with kmat.data.task.load_task"
-            if self.loadable
-            else "not loadable yet: prepare the task's other modality too"
-        )
+        if self.loadable:
+            from kmat.tools.preparers.listing import readiness
+
+            state = readiness(True, self.train_gap, self.template, self.task_folder)
+            if not self.train_gap:
+                state += f": kmat train --task {self.task_folder}"
+        else:
+            state = "not loadable yet: prepare the task's other modality too"
+            done = {m.role for m in self.modalities}
+            if self.dataset == "imagefolder" and len(done) == 1:
+                other = "low" if "high_end" in done else "high"
+                state += (
+                    f" (kmat prepare imagefolder --raw DIR --out {self.task_folder.parent} --task {self.task} "
+                    f"--modality NAME --role {other})"
+                )
         lines.append(f"task {self.task!r}: {state}")
         return "\n".join(lines)
 

@@ -55,7 +55,8 @@ def check_overwrite(path: Path, data: bytes, overwrite: bool) -> None:
     raise PrepareError(
         f"{path} already exists with different content ({changed} line(s) differ); a split is written "
         "once so that every run uses the same one. Pass overwrite=True to replace it (runs made with "
-        "the old manifest will not be comparable), or prepare into another data root."
+        "the old manifest will not be comparable), or prepare into another data root.",
+        options={"overwrite": None},
     )
 
 
