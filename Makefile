@@ -22,8 +22,8 @@ test: $(STAMP)
 
 # style, formatting, types and the import layers (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter])
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
