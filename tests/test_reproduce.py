@@ -247,3 +247,9 @@ def test_an_options_variant_gets_its_own_column_and_the_default_keeps_its_name(t
     assert labels == ["kmat", "kmat [16shot-alpha=0.1]"]
     header = table2_markdown(aggregate(collect(tmp_path))).splitlines()[0]
     assert header == "| Dataset | | K-MaT | K-MaT [16shot-alpha=0.1] |"
+
+
+def test_methods_with_table_3_is_refused(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    code = _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "3", "--methods", "coop")
+    assert code == 2
+    assert "--methods: only with --table 2" in capsys.readouterr().err

@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         given = [SENS_FLAGS[name] for name, v in sens_values.items() if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)}: only with --table sensitivity")
+    if args.methods and args.table != "2":
+        raise ConfigError(
+            f"--methods: only with --table 2 (Table 3 and the sensitivity grid are K-MaT's, got {args.methods})"
+        )
     methods = (args.methods or [m for m, _ in TABLE2_METHODS]) if args.table == "2" else ["kmat"]
     options = method_options_from_args(args)
     for name in options:
