@@ -1,4 +1,4 @@
-"""``kmat describe``: write clinical descriptions with an LLM, or show the shipped ones."""
+"""``kmat describe``: write clinical descriptions with an LLM or as a template (--stub), or show the shipped ones."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p = sub.add_parser(
         "describe",
         parents=parents,
-        help="write clinical descriptions with an LLM, or show the shipped ones",
+        help="write clinical descriptions with an LLM or as a template (--stub), or show the shipped ones",
         description="Ask an OpenAI-compatible chat-completions endpoint for N visual descriptions "
         "per class and modality of a task (API key from $KMAT_LLM_API_KEY or "
         "$OPENAI_API_KEY). The output file is rewritten atomically after every batch, "
