@@ -51,9 +51,12 @@ def train(
     recipe: MethodConfig,
     seed: int,
     show_progress: bool = True,
+    on_epoch_end: Callable[[int], dict[str, float]] | None = None,
 ) -> list[dict]:
     """Train ``method`` in place under ``recipe`` (the method's config); returns, per epoch, the lr
-    and the mean of every loss term ``method.loss`` returned."""
+    and the mean of every loss term ``method.loss`` returned, plus what ``on_epoch_end(epoch)``
+    returns (e.g. the validation accuracy of the model at the end of that epoch; it must not
+    change the model or draw random numbers)."""
     params = [p for p in method.parameters() if p.requires_grad]
     history: list[dict] = []
     if not method.trains or recipe.epochs <= 0:
@@ -98,6 +101,8 @@ def train(
                     sums[k] = sums[k] + d if k in sums else d
         rec: dict = {"epoch": epoch, "lr": lr, "steps": steps, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) / steps for k, v in sums.items()})
+        if on_epoch_end is not None:
+            rec.update(on_epoch_end(epoch))
         history.append(rec)
         bar.set_postfix(loss=f"{rec.get('total', float('nan')):.4f}")
         bar.update(1)

@@ -314,6 +314,23 @@ def _val_metrics(method: Method, val: dict[str, tuple[torch.Tensor, torch.Tensor
     }
 
 
+def _val_per_epoch(
+    method: Method, val: dict[str, tuple[torch.Tensor, torch.Tensor]], task: Task
+) -> Callable[[int], dict[str, float]] | None:
+    """The high-end validation accuracy and macro-F1 (%) of the model at the end of each epoch,
+    for the run's history (model selection; the reported model stays the last epoch's, as in the
+    paper). ``None`` without high-end validation images."""
+    if "high" not in val:
+        return None
+    high = {"high": val["high"]}
+
+    def score(epoch: int) -> dict[str, float]:  # noqa: ARG001 - the engine passes the epoch
+        m = evaluate(method, high, task)["high"]
+        return {"val_high_acc": float(m["acc"]), "val_high_macro_f1": float(m["macro_f1"])}
+
+    return score
+
+
 def run(
     cfg: RunConfig,
     backbone: Backbone | None = None,
@@ -528,7 +545,14 @@ def compute_run(
         )
     else:
         feats = inputs.views
-    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+    history = train(
+        method,
+        feats,
+        method.cfg,
+        seed=cfg.seed,
+        show_progress=cfg.show_progress,
+        on_epoch_end=_val_per_epoch(method, val_feats, task),
+    )
     timing["train_s"] = time.perf_counter() - t0
     check_finite(method)
     state = {k: v.detach().cpu().contiguous() for k, v in method.learnable_state().items()}
