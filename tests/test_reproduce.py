@@ -253,3 +253,53 @@ def test_methods_with_table_3_is_refused(tiny_model_dir, toy_task_master, tmp_pa
     code = _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "3", "--methods", "coop")
     assert code == 2
     assert "--methods: only with --table 2" in capsys.readouterr().err
+
+
+def test_per_class_figure_has_error_bars_chance_line_and_marks_zero_and_missing(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from kmat.report.plots import per_class_low
+
+    agg = {
+        ("toy", "coop"): {
+            "low_acc": (50.0, 5.0, 2),
+            "per_class_low": {"a": 80.0, "b": 0.0, "c": None},
+            "per_class_low_std": {"a": 10.0, "b": 0.0, "c": None},
+        },
+        ("toy", "kmat"): {
+            "low_acc": (60.0, 1.0, 2),
+            "per_class_low": {"a": 70.0, "b": 40.0, "c": 30.0},
+            "per_class_low_std": {"a": 2.0, "b": 4.0, "c": 6.0},
+        },
+    }
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    assert per_class_low(agg, "toy", tmp_path / "f.png") is not None
+    ax = shown[0].axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("0") == 1 and texts.count("n/a") == 1  # zero bar and missing class told apart
+    chance = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert chance and abs(chance[0].get_ydata()[0] - 100 / 3) < 1e-9
+    assert len(ax.containers) >= 2 and any(c.__class__.__name__ == "ErrorbarContainer" for c in ax.containers)
+    assert "error bars: std" in ax.get_title()
+
+
+def test_aggregate_has_the_per_class_std_over_seeds():
+    from kmat.report.results import aggregate
+
+    rows = []
+    for acc in (40.0, 60.0):
+        rows.append(
+            {
+                "task": "t",
+                "label": "coop",
+                **{f"{r}_{m}": 50.0 for r in ("high", "low", "h") for m in ("acc", "macro_f1")},
+                "per_class_low": {"a": acc, "b": None},
+            }
+        )
+    cell = aggregate(rows)[("t", "coop")]
+    assert cell["per_class_low"] == {"a": 50.0, "b": None}
+    assert (
+        abs(cell["per_class_low_std"]["a"] - 14.142135623730951) < 1e-9
+        and cell["per_class_low_std"]["b"] is None
+    )

@@ -40,23 +40,51 @@ def _plt():
 
 
 def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
+    """Per-class low-end accuracy per method (the paper's Fig. 2b): mean over seeds with the std as
+    error bars, a chance line (100 / C), a ``0`` above a bar of zero height and ``n/a`` where a
+    class has no result, so that neither looks like the other."""
     names = dict(TABLE2_METHODS)
     labels = [lab for lab, _ in TABLE2_METHODS if (task, lab) in agg]
     if not labels:
         return None
     classes = list(agg[(task, labels[0])]["per_class_low"])
+    seeds = sorted({agg[(task, lab)]["low_acc"][2] for lab in labels})
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(classes)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(classes)), 3.8))
     w = 0.8 / len(labels)
     x = np.arange(len(classes))
     for j, lab in enumerate(labels):
-        vals = [agg[(task, lab)]["per_class_low"].get(c) or 0.0 for c in classes]
-        ax.bar(x + (j - (len(labels) - 1) / 2) * w, vals, w, label=names.get(lab, lab))
+        means = agg[(task, lab)]["per_class_low"]
+        stds = agg[(task, lab)].get("per_class_low_std", {})
+        vals = [means.get(c) for c in classes]
+        err = [stds.get(c) or 0.0 for c in classes]
+        xs = x + (j - (len(labels) - 1) / 2) * w
+        bars = ax.bar(
+            xs,
+            [v or 0.0 for v in vals],
+            w,
+            yerr=err,
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "alpha": 0.7},
+            label=names.get(lab, lab),
+        )
+        colour = bars.patches[0].get_facecolor()
+        for xi, v in zip(xs, vals, strict=True):
+            if v is None or v < 0.5:
+                ax.text(
+                    xi, 1.5, "n/a" if v is None else "0", ha="center", va="bottom", fontsize=6, color=colour
+                )
+    chance = 100.0 / len(classes)
+    ax.axhline(chance, ls=":", lw=1, color="0.4", label=f"chance ({chance:.1f} %)")
     ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=15)
     ax.set_ylabel("low-end accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{TASK_DISPLAY.get(task, task)}: per-class accuracy on the low-end modality")
-    ax.legend(fontsize=7, ncol=min(3, len(labels)))
+    ax.set_ylim(0, 105)
+    n = "/".join(str(k) for k in seeds)
+    ax.set_title(
+        f"{TASK_DISPLAY.get(task, task)}: per-class accuracy on the low-end modality\n"
+        f"mean over {n} seed(s); error bars: std over seeds"
+    )
+    ax.legend(fontsize=7, ncol=min(4, len(labels) + 1), loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -237,7 +237,8 @@ def write_results_csv(rows: list[dict], path: str | Path) -> Path:
 
 
 def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """``{(task, label): {"<role>_<metric>": (mean, std, n), "per_class_low": {class: mean}}}``."""
+    """``{(task, label): {"<role>_<metric>": (mean, std, n), "per_class_low": {class: mean},
+    "per_class_low_std": {class: std over seeds}}}`` (None for a class no run has)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["label"])].append(r)
@@ -253,10 +254,13 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
             )
         classes = rs[0]["per_class_low"].keys()
         per_class: dict[str, float | None] = {}
+        per_class_std: dict[str, float | None] = {}
         cell["per_class_low"] = per_class
+        cell["per_class_low_std"] = per_class_std
         for c in classes:
             vals = [r["per_class_low"][c] for r in rs if r["per_class_low"].get(c) is not None]
             per_class[c] = statistics.fmean(vals) if vals else None
+            per_class_std[c] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
         agg[key] = cell
     return agg
 

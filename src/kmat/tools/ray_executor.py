@@ -241,7 +241,7 @@ class RayExecutor:
         finally:
             for ref in list(out) + [f for f in features.values() if not isinstance(f, ViewFeatures)]:
                 try:  # interrupted: what is still out is cancelled, nothing of it is written
-                    ray.cancel(ref, force=True)
+                    ray.cancel(ref, force=False)  # no force: never kill a process from here
                 except Exception:  # noqa: BLE001, S110 - already finished or gone
                     pass
             if started:
