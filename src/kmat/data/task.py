@@ -15,6 +15,7 @@ the problem (unknown class, missing image, empty split).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import os
@@ -90,7 +91,7 @@ def fs_text(text: str) -> str:
     the same string where the file system encoding is UTF-8; under an ASCII locale
     (``LC_ALL=C PYTHONUTF8=0``) the string whose encoded bytes are the UTF-8 bytes on disk
     (``os.fsdecode`` of them), so that non-ASCII file names are still found."""
-    if sys.getfilesystemencoding().lower().replace("-", "") in ("utf8", "utf_8"):
+    if codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":
         return text
     return os.fsdecode(text.encode("utf-8", "surrogateescape"))
 

@@ -157,14 +157,15 @@ def stale_inputs(existing: dict[str, Any], expected: dict[str, Any]) -> list[str
     """What changed in a finished run's inputs (backbone weights, task data) against ``expected``;
     an input the result does not record (older kmat) counts as changed. Keys that ``expected``
     leaves at ``None`` (not known to the caller) are not compared."""
-    keys = tuple(k for k in INPUT_KEYS if expected.get(k) is not None)
     out = []
-    for line in differences(existing, expected, keys):
-        key = line.partition(":")[0]
-        if existing.get(key) is None:
+    for key in INPUT_KEYS:
+        want, have = expected.get(key), existing.get(key)
+        if want is None or have == want:
+            continue
+        if have is None:
             out.append(f"{key}: not recorded by the kmat that made the run")
         else:
-            out.append(f"{key} changed ({line.partition(': ')[2]})")
+            out.append(f"{key} changed ({have!r} -> {want!r})")
     return out
 
 

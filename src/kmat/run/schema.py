@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
 from kmat.errors import CheckpointError, ResultError
+from kmat.utils.validation import json_text, summary
 
 SCHEMA_VERSION = 3  # 1: no schema_version, no config.json; 2: no config.task_data
 
@@ -54,23 +55,12 @@ class Result(TypedDict, total=False):
     tuning: dict[str, Any]  # the tune that chose it (study folder, objective, best trial)
 
 
-def _json_text(value: Any, limit: int = 40) -> str:
-    """``NaN``, ``null``, ``"2"``: a value as it is written in the file (shortened)."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _percent(value: float) -> float:
     if not math.isfinite(value):
-        raise PydanticCustomError(
-            "not_finite", "{value} is not a finite number", {"value": _json_text(value)}
-        )
+        raise PydanticCustomError("not_finite", "{value} is not a finite number", {"value": json_text(value)})
     if not 0.0 <= value <= 100.0:
         raise PydanticCustomError(
-            "not_percent", "{value} is not a percentage in [0, 100]", {"value": _json_text(value)}
+            "not_percent", "{value} is not a percentage in [0, 100]", {"value": json_text(value)}
         )
     return value
 
@@ -138,13 +128,7 @@ class ResultModel(_Strict):
     history: list[dict[str, Any]] | None = None
 
 
-def _error_text(err: Any) -> str:
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "missing":
-        return f"{where}: missing"
-    if err["type"] in ("not_finite", "not_percent", "not_square"):
-        return f"{where}: {err['msg']}"
-    return f"{where}: {err['msg'][:1].lower()}{err['msg'][1:]}, got {_json_text(err.get('input'))}"
+_CUSTOM_ERRORS = ("not_finite", "not_percent", "not_square")  # their messages show the value
 
 
 def check_result(data: Any, path: str | Path) -> Result:
@@ -154,9 +138,7 @@ def check_result(data: Any, path: str | Path) -> Result:
     try:
         ResultModel.model_validate(data)
     except ValidationError as err:
-        problems = [_error_text(e) for e in err.errors()]
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise ResultError(f"{path}: {shown}") from None
+        raise ResultError(f"{path}: {summary(err, bare=_CUSTOM_ERRORS)}") from None
     return data  # checked above
 
 
