@@ -395,6 +395,18 @@ def find_weights(folder: Path) -> Path | None:
     return None
 
 
+def load_recorded_backbone(spec: str, source: str | Path, device: str | torch.device = "cpu") -> Backbone:
+    """:func:`load_backbone` of the backbone a run recorded (``source``: its file); when it cannot
+    be loaded there any more (a moved model folder), the error says how to point at the new place."""
+    try:
+        return load_backbone(spec, device=device)
+    except BackboneError as err:
+        raise BackboneError(
+            f"{err} (the backbone recorded by {source}; if the model folder moved, pass "
+            "--backbone local-dir:NEW_PLACE)"
+        ) from err
+
+
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
     """Load and freeze a backbone from a spec string (see module docstring)."""
     import open_clip

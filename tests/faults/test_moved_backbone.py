@@ -94,3 +94,20 @@ def test_a_backbone_of_another_architecture_is_one_line(tiny_model_dir, toy_task
     err = capsys.readouterr().err
     assert "another architecture" in err and "Traceback" not in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_moved_model_says_how_to_point_at_it(tiny_model_dir, toy_task_master, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    run = tmp_path / "run"
+    assert _train(f"local-dir:{model}", toy_task_master, run) == 0
+    model.rename(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--backbone local-dir:NEW_PLACE" in err and "Traceback" not in err
+    images = toy_task_master / "images" / "loscan"
+    assert (
+        main(["predict", "--run", str(run), "--images", str(images), "--out", str(tmp_path / "p.csv")]) == 2
+    )
+    assert "--backbone local-dir:NEW_PLACE" in capsys.readouterr().err

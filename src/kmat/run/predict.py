@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from kmat.backbone import Backbone, load_backbone
+from kmat.backbone import Backbone, load_backbone, load_recorded_backbone
 from kmat.data.images import IMAGE_SUFFIXES, image_of, test_transform
 from kmat.errors import BackboneError, CheckpointError, ConfigError, ImageError
 from kmat.methods import get_method
@@ -187,7 +187,14 @@ def predict_report(
         raise ConfigError(
             f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder instead"
         )
-    backbone = backbone or load_backbone(backbone_spec or config["backbone"], device=resolve_device(device))
+    if backbone is None:
+        backbone = (
+            load_backbone(backbone_spec, device=resolve_device(device))
+            if backbone_spec
+            else load_recorded_backbone(
+                config["backbone"], Path(run_dir) / "result.json", resolve_device(device)
+            )
+        )
     check_backbone_identity(
         backbone, config.get("backbone_identity"), Path(run_dir) / "result.json", allow_backbone_mismatch
     )

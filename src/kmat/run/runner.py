@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from kmat import __version__
-from kmat.backbone import Backbone, load_backbone
+from kmat.backbone import Backbone, load_backbone, load_recorded_backbone
 from kmat.data.fewshot import sample_few_shot, write_subset
 from kmat.data.fingerprint import check_content_leaks, data_fingerprint
 from kmat.data.images import check_readable
@@ -764,6 +764,8 @@ def evaluate_checkpoint(
     if data_root is not None:
         cfg.data_root = data_root
     task_obj = load_task(resolve_task(cfg.task, cfg.data_root))
+    if backbone is None and backbone_spec is None:  # the recorded one: say what to do if it moved
+        backbone = load_recorded_backbone(cfg.backbone, checkpoint, resolve_device(cfg.device))
     backbone = _backbone_for(cfg, backbone)
     check_backbone_identity(backbone, recorded, checkpoint, allow_backbone_mismatch)
     method = build_method(cfg, task_obj, backbone)
