@@ -175,3 +175,14 @@ def test_temporary_files_of_a_killed_report_are_cleaned_up(tiny_model_dir, toy_t
     assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
     assert not old.exists()  # left by a killed write long ago
     assert young.exists()  # may belong to a write in progress
+
+
+def test_the_same_weights_under_another_spec_are_the_same_run(tiny_model_dir, toy_task, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert _reproduce(tiny_model_dir, toy_task, out) == 0
+    moved = tmp_path / "moved-model"
+    shutil.copytree(tiny_model_dir, moved)  # another path (or an alias such as "demo"), same weights
+    capsys.readouterr()
+    assert _reproduce(moved, toy_task, out) == 0
+    printed = _printed(capsys)
+    assert "2 already done" in printed and "FAILED" not in printed

@@ -26,6 +26,7 @@ from kmat.run.experiments import RunSpec
 from kmat.run.layout import RunLayout
 from kmat.run.lock import run_lock
 from kmat.run.runner import (
+    config_differences,
     existing_identity,
     read_descriptions,
     resolve_method_config,
@@ -34,7 +35,6 @@ from kmat.run.runner import (
     stale_inputs,
     write_run,
 )
-from kmat.run.schema import CONFIG_KEYS, differences
 from kmat.utils.io import atomic_write_json, check_output_folder, output_errors, probe_writable
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def done_state(cfg: RunConfig, task: Task, backbone: Backbone | None) -> tuple[b
     if existing is None:
         return False, ""
     expected = run_identity(cfg, task, resolve_method_config(cfg, task), backbone)
-    config = differences(existing, expected, CONFIG_KEYS)
+    config = config_differences(existing, expected)
     if config:
         return False, "another configuration: " + "; ".join(config[:3])
     stale = stale_inputs(existing, expected)

@@ -153,6 +153,16 @@ def run_identity(
     )
 
 
+def config_differences(existing: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """How a finished run's configuration differs from ``expected`` (:func:`differences` over the
+    configuration keys). The backbone is the same backbone when both record the same weights,
+    whatever its spec says (an alias such as ``demo``, or a model folder that moved)."""
+    weights = existing.get("backbone_weights")
+    same_weights = weights is not None and weights == expected.get("backbone_weights")
+    keys = tuple(k for k in CONFIG_KEYS if not (same_weights and k == "backbone"))
+    return differences(existing, expected, keys)
+
+
 def stale_inputs(existing: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """What changed in a finished run's inputs (backbone weights, task data) against ``expected``;
     an input the result does not record (older kmat) counts as changed. Keys that ``expected``
@@ -189,7 +199,7 @@ def check_run_folder(folder: str | Path, expected: dict[str, Any], overwrite: bo
     if existing is None:
         return
     layout = RunLayout.of(folder)
-    diff = differences(existing, expected, CONFIG_KEYS)
+    diff = config_differences(existing, expected)
     if not diff:
         stale = stale_inputs(existing, expected)
         if stale:
