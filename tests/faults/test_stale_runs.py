@@ -182,7 +182,10 @@ def test_the_same_weights_under_another_spec_are_the_same_run(tiny_model_dir, to
     assert _reproduce(tiny_model_dir, toy_task, out) == 0
     moved = tmp_path / "moved-model"
     shutil.copytree(tiny_model_dir, moved)  # another path (or an alias such as "demo"), same weights
+    stale = out / "runs" / "toy" / "coop" / SETTING / "seed1" / "error.json"
+    stale.write_text('{"error": "from an earlier failed attempt"}')
     capsys.readouterr()
     assert _reproduce(moved, toy_task, out) == 0
     printed = _printed(capsys)
     assert "2 already done" in printed and "FAILED" not in printed
+    assert not stale.exists()  # an error.json beside a finished run is stale

@@ -239,6 +239,8 @@ def run_grid(
                 continue
         if done:
             report.skipped.append(name)
+            if not dry_run:  # a failure recorded by an earlier attempt is stale beside a finished run
+                RunLayout.of(run_dir).error.unlink(missing_ok=True)
             if dry_run:
                 log.info("[%d/%d] done     %s", i, n, name)
             continue
