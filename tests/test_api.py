@@ -86,6 +86,23 @@ def test_predict_paths_pil_and_tensors_agree_with_the_cli(trained, toy_task_mast
     assert [p.label for p in below] == cli_labels[:2]
 
 
+def test_predictions_score_against_true_labels(trained, toy_task_master):
+    run, out = trained
+    from kmat.data.task import load_task
+
+    samples = load_task(toy_task_master).low.split("test")
+    preds = kmat.load_run(out, device="cpu").predict([s.path for s in samples])
+    by_index = preds.score([s.label for s in samples])
+    by_name = preds.score([run.classes[s.label] for s in samples])
+    assert by_index == by_name
+    assert by_index["confusion"] == run.result["confusion"]["low"]
+    assert by_index["acc"] == pytest.approx(run.metrics["low"]["acc"], abs=1e-3)
+    with pytest.raises(ConfigError, match="is not a class"):
+        preds.score(["nope"] * len(samples))
+    with pytest.raises(ConfigError, match="label"):
+        preds.score([0])
+
+
 def test_predict_refuses_what_is_not_an_image(trained):
     run = kmat.load_run(trained[1], device="cpu")
     normalised = torch.randn(3, 40, 40)

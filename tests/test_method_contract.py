@@ -22,8 +22,8 @@ import kmat.run.runner as runner_mod
 from kmat.cli import main
 from kmat.engine import load_checkpoint, train
 from kmat.methods import available_methods, get_method, register, unregister
-from kmat.methods.base import Method, MethodContext, cross_entropy
-from kmat.methods.config import MethodConfig, option
+from kmat.methods.base import Deployment, Method, MethodContext, cross_entropy
+from kmat.methods.config import MethodConfig, option, resolve_config
 from kmat.run.config import RunConfig
 from kmat.run.layout import RunLayout
 from kmat.run.runner import build_method, evaluate_checkpoint, run
@@ -228,8 +228,8 @@ def test_predict_logits_are_the_scaled_cosines_of_the_class_embeddings(
             assert torch.allclose(m.logits(feats, role), z, atol=1e-5), (
                 f"{method_name}[{role}]: predict_logits differs from the training-time logits"
             )
-        if m.per_image_prompts:
-            continue  # its prompts depend on the image: no fixed class embeddings to compare with
+        if m.per_image_prompts or m.head():
+            continue  # it classifies with more than fixed class embeddings (deployed: its head)
         # kmat predict rebuilds these logits from class_embeddings.safetensors and the configured scale
         scale = m.cfg.logit_scale or backbone.logit_scale
         assert m.logit_scale == pytest.approx(scale), f"{method_name}: logit scale is not the configured one"
@@ -239,6 +239,35 @@ def test_predict_logits_are_the_scaled_cosines_of_the_class_embeddings(
             f"{method_name}[{role}]: predict_logits != logit_scale * feats @ t.T"
         )
         assert torch.equal(z.argmax(dim=1), expected.argmax(dim=1))
+
+
+def test_deployed_logits_from_the_saved_tensors_equal_the_trained_methods(
+    method_name, loaded_toy_task, backbone, tmp_path
+):
+    """What ``kmat predict`` and ``kmat.load_run`` classify with: the class embeddings and the
+    method's head alone (no task), after every learned tensor has been moved off its start."""
+    m = _build(method_name, loaded_toy_task, backbone, tmp_path)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g).to(p))
+    dep = Deployment(
+        backbone=backbone,
+        classnames=list(loaded_toy_task.classnames),
+        modality_names=[loaded_toy_task.high.display_name, loaded_toy_task.low.display_name],
+        config=resolve_config(type(m).Config, m.cfg.to_dict()),
+        embeddings={k: v.detach().clone() for k, v in m.class_embeddings().items()},
+        head={k: v.detach().cpu().clone() for k, v in m.head().items()},
+        logit_scale=m.cfg.logit_scale or backbone.logit_scale,
+    )
+    feats, _ = _batch(backbone, n=5, seed=7)
+    for role in ("high", "low"):
+        with torch.no_grad():
+            deployed = type(m).deployed_logits(dep, feats, role).cpu()
+        assert torch.allclose(deployed, m.predict_logits(feats, role), rtol=1e-5, atol=1e-5), (
+            f"{method_name}[{role}]: the logits deployed from the saved tensors differ from the method's"
+        )
 
 
 def test_checkpoint_round_trip_gives_the_run_metrics(

@@ -74,7 +74,10 @@ def test_predict_errors(tmp_path, capsys):
     assert "no such image" in capsys.readouterr().err
 
 
-def test_per_image_prompt_methods_are_refused(backbone, tiny_model_dir, toy_task_master, tmp_path):
+def test_per_image_prompt_methods_predict_as_they_evaluate(
+    backbone, tiny_model_dir, toy_task_master, tmp_path
+):
+    """CoCoOp builds a new image's prompts from the saved context and meta-net (head.safetensors)."""
     out = tmp_path / "cocoop"
     run(
         RunConfig(
@@ -90,6 +93,132 @@ def test_per_image_prompt_methods_are_refused(backbone, tiny_model_dir, toy_task
         ),
         backbone=backbone,
     )
-    sample = load_task(toy_task_master).low.split("test")[0]
-    with pytest.raises(ValueError, match="builds its prompts per image"):
-        predict_images(out, [sample.path], backbone=backbone)
+    assert (out / "head.safetensors").is_file()
+    samples = load_task(toy_task_master).low.split("test")
+    preds = predict_images(out, [s.path for s in samples], backbone=backbone)
+    res = json.loads((out / "result.json").read_text())
+    classes = res["config"]["classes"]
+    cm = [[0] * 3 for _ in range(3)]
+    for s, p in zip(samples, preds, strict=True):
+        cm[s.label][classes.index(p.label)] += 1
+    assert cm == res["confusion"]["low"]
+    (out / "head.safetensors").unlink()  # without its head, a CoCoOp run cannot classify
+    with pytest.raises(ValueError, match="head"):
+        predict_images(out, [samples[0].path], backbone=backbone)
+
+
+def _train_default(backbone, tiny_model_dir, toy_task_master, out, method="kmat"):
+    return run(
+        RunConfig(
+            task=str(toy_task_master),
+            out=str(out),
+            method=method,
+            backbone=f"local-dir:{tiny_model_dir}",
+            shots=2,
+            seed=1,
+            device="cpu",
+            show_progress=False,
+            options={"epochs": 1},
+        ),
+        backbone=backbone,
+    )
+
+
+def test_a_labelled_class_folder_is_scored(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
+    """Images under FOLDER/<class>/ are scored: the same confusion matrix as the run's evaluation."""
+    import shutil
+
+    res = _train_default(backbone, tiny_model_dir, toy_task_master, tmp_path / "run")
+    task = load_task(toy_task_master)
+    classes = res["config"]["classes"]
+    lab = tmp_path / "labelled"
+    for i, s in enumerate(task.low.split("test")):
+        dest = lab / classes[s.label] / f"{i:03d}{s.path.suffix}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(s.path, dest)
+    (lab / "unsorted.png").write_bytes((lab / classes[0] / "000.png").read_bytes())  # no class: not scored
+    out_csv = tmp_path / "p.csv"
+    argv = ["predict", "--run", str(tmp_path / "run"), "--images", str(lab), "--out", str(out_csv)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads((tmp_path / "p.metrics.json").read_text())
+    assert scores["confusion"] == res["confusion"]["low"]
+    assert scores["acc"] == pytest.approx(res["metrics"]["low"]["acc"], abs=1e-3)
+    assert scores["n"] == len(task.low.split("test"))
+    assert "1 image(s) without a label not scored" in printed and "rows: true" in printed
+    rows = list(csv.DictReader(open(out_csv)))
+    assert {r["label"] for r in rows} == set(classes) | {""}
+
+
+def test_labels_from_a_csv_and_its_errors(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
+    res = _train_default(backbone, tiny_model_dir, toy_task_master, tmp_path / "run")
+    samples = load_task(toy_task_master).low.split("test")
+    classes = res["config"]["classes"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{s.path},{classes[s.label]}\n" for s in samples))
+    folder = samples[0].path.parent
+    argv = ["predict", "--run", str(tmp_path / "run"), "--images", str(folder), "--device", "cpu"]
+    assert main([*argv, "--labels", str(labels)]) == 0
+    out = capsys.readouterr().out
+    acc = res["metrics"]["low"]["acc"]
+    assert f"accuracy {acc:.2f}%" in out
+    labels.write_text(f"path,label\n{samples[0].path},not_a_class\n")
+    assert main([*argv, "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "'not_a_class' is not a class" in err
+    labels.write_text("file,class\nx.png,normal\n")
+    assert main([*argv, "--labels", str(labels)]) == 2
+    assert "'path' and 'label'" in capsys.readouterr().err
+
+
+def test_a_run_of_an_unregistered_method_predicts_with_its_class_embeddings(
+    backbone, tiny_model_dir, toy_task_master, tmp_path
+):
+    """A user's prompt learner, registered in the process that trained it, is deployed by another
+    that does not know it (``kmat predict``): its class embeddings are all it needs."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from kmat.methods import register, unregister
+    from kmat.methods.base import Method, cross_entropy
+
+    class Shifted(Method):
+        name = "user_shifted"
+
+        def __init__(self, ctx, cfg):
+            super().__init__(ctx, cfg)
+            self.shift = nn.Parameter(torch.zeros(ctx.backbone.output_dim))
+
+        def _t(self):
+            return F.normalize(self.ctx.zeroshot_embeddings() + self.shift, dim=-1)
+
+        def loss(self, feats, labels):
+            ce = cross_entropy(self.logit_scale * feats @ self._t().T, labels)
+            return {"ce": ce, "total": ce}
+
+        def class_embeddings(self):
+            t = self._t().detach()
+            return {"high": t, "low": t}
+
+    import torch
+
+    register(Shifted)
+    try:
+        res = _train_default(
+            backbone, tiny_model_dir, toy_task_master, tmp_path / "run", method="user_shifted"
+        )
+    finally:
+        unregister("user_shifted")
+    samples = load_task(toy_task_master).low.split("test")
+    preds = predict_images(tmp_path / "run", [s.path for s in samples], backbone=backbone)
+    classes = res["config"]["classes"]
+    cm = [[0] * 3 for _ in range(3)]
+    for s, p in zip(samples, preds, strict=True):
+        cm[s.label][classes.index(p.label)] += 1
+    assert cm == res["confusion"]["low"]
+    # a method that needs its code (a head) cannot be deployed without it
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "run" / "head.safetensors"))
+    with pytest.raises(ValueError, match="not registered here"):
+        predict_images(tmp_path / "run", [samples[0].path], backbone=backbone)

@@ -10,8 +10,9 @@
     preds = run.predict(["a.png", pil_image, tensor], modality="low")
     preds.labels, preds.probabilities              # one label and one row of probabilities per image
 
-A :class:`Run` reads only its folder (``result.json`` and ``class_embeddings.safetensors``); the
-backbone is loaded on the first :meth:`Run.predict` and kept.
+A :class:`Run` reads only its folder (``result.json``, ``class_embeddings.safetensors`` and, for a
+method that classifies with more than class embeddings, ``head.safetensors``); the backbone is
+loaded on the first :meth:`Run.predict` and kept. ``preds.score(true_labels)`` scores predictions.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any
 from torch import Tensor
 
 from kmat.backbone import Backbone, load_backbone
+from kmat.errors import ConfigError
 from kmat.methods import get_method
 from kmat.methods.config import resolve_config
 from kmat.run.config import RunConfig
 from kmat.run.device import resolve_device
+from kmat.run.labels import score
 from kmat.run.layout import RunLayout
 from kmat.run.predict import ImageInput, Prediction, predict_report
 from kmat.run.predict import load_run as _read_run
@@ -53,6 +56,20 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def score(self, labels: Sequence[str | int]) -> dict[str, Any]:
+        """Accuracy and macro-F1 (%), per-class accuracy and the confusion matrix (rows: true
+        class) against the true ``labels`` of the images (class names or indices, in order)."""
+        if len(labels) != len(self):
+            raise ConfigError(f"{len(labels)} label(s) for {len(self)} prediction(s)", field="labels")
+        index = {c: i for i, c in enumerate(self.classes)}
+        try:
+            y = [label if isinstance(label, int) else index[label] for label in labels]
+        except KeyError as err:
+            raise ConfigError(f"{err} is not a class (classes: {self.classes})", field="labels") from None
+        if any(not 0 <= v < len(self.classes) for v in y):
+            raise ConfigError(f"a label index is outside 0..{len(self.classes) - 1}", field="labels")
+        return score(y, [index[label] for label in self.labels], self.classes)
 
     def __iter__(self) -> Iterator[Prediction]:
         """Each image as a :class:`~kmat.run.predict.Prediction` (name, label, probability per class)."""

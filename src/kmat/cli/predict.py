@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -11,10 +12,15 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "predict",
         parents=parents,
         help="classify new images with the prompts a run learned",
-        description="Classify images with a finished run's learned class embeddings (low-end "
-        "prompts by default: deploy K-MaT trained on high-end images to low-end ones).",
-        epilog="example:\n  kmat predict --run runs/breast/kmat/seed1 --images ./ultrasound_pngs "
-        "--out predictions.csv\n\n"
+        description="Classify images with a finished run (low-end prompts by default: deploy K-MaT "
+        "trained on high-end images to low-end ones). Works for every method, from the run folder "
+        "alone. Given labelled images (a class-folder FOLDER/<class>/..., or --labels CSV), it also "
+        "scores the predictions: accuracy, macro-F1 and the confusion matrix.",
+        epilog="examples:\n  kmat predict --run runs/breast/kmat/seed1 --images ./ultrasound_pngs "
+        "--out predictions.csv\n"
+        "  kmat predict --run runs/breast/kmat/seed1 --images ./labelled_us   # ./labelled_us/<class>/*.png\n"
+        "  kmat predict --run runs/breast/kmat/seed1 --images ./us --labels us_labels.csv  # path,label\n\n"
+        "With --out FILE.csv the scores go to FILE.metrics.json beside it (and a 'label' column to the CSV).\n"
         "Images that cannot be used (corrupt, truncated, empty, not an image, NaN or infinite\n"
         "pixels) are skipped, one warning line each, and the others are predicted; the exit status\n"
         "is 1 when no image could be predicted (nothing is written), 2 with --strict and any such\n"
@@ -41,6 +47,14 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="stop (exit status 2, nothing written) if any image cannot be used, naming them all; "
         "without it such images are skipped with a warning each",
     )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="CSV",
+        help="true labels to score against: a CSV with the columns path,label (paths relative to the "
+        "CSV's folder). Without it, images in class-named folders under a given folder are labelled by "
+        "that folder",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--backbone",
@@ -57,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
+    from kmat.run.labels import csv_labels, folder_labels, labels_of
     from kmat.run.predict import collect_images, load_run, predict_report
     from kmat.utils.io import atomic_write_bytes, check_output_file, csv_bytes, probe_writable
 
@@ -66,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
             probe_writable(out.parent)
     loaded = load_run(args.run)  # a clear error about the run before looking for images
     images = collect_images(args.images)
+    config = loaded[0]["config"]
+    classes, classnames = list(config["classes"]), list(config.get("classnames") or config["classes"])
+    truth: dict[Path, int] | None
+    if args.labels:
+        truth, resolved = csv_labels(args.labels, classes, classnames), True
+    else:
+        truth, resolved = folder_labels(args.images, images, classes, classnames), False
     report = predict_report(
         args.run,
         images,
@@ -87,13 +109,25 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     skipped = f"; {len(report.bad)} image(s) skipped (named above)" if report.bad else ""
-    classes = list(preds[0].probabilities)
+    true_of: dict[int, int] = {}
+    if truth is not None:
+        pos, ys = labels_of([p.path for p in preds], truth, by_resolved_path=resolved)
+        true_of = dict(zip(pos, ys, strict=True))
     if args.out:
+        labelled = ["label"] if truth is not None else []
         atomic_write_bytes(
             args.out,
             csv_bytes(
-                ["path", "prediction", *[f"p_{c}" for c in classes]],
-                ([p.path, p.label, *[p.probabilities[c] for c in classes]] for p in preds),
+                ["path", "prediction", *labelled, *[f"p_{c}" for c in classes]],
+                (
+                    [
+                        p.path,
+                        p.label,
+                        *([classes[true_of[i]] if i in true_of else ""] if labelled else []),
+                        *[p.probabilities[c] for c in classes],
+                    ]
+                    for i, p in enumerate(preds)
+                ),
             ),
         )
         print(f"wrote {len(preds)} predictions to {args.out}{skipped}")
@@ -103,4 +137,37 @@ def run(args: argparse.Namespace) -> int:
             print(f"{p.label:24s} {top:6.3f}  {p.path}")
         if skipped:
             print(skipped.removeprefix("; "))
+    if truth is not None:
+        return _report_scores(args, preds, true_of, classes)
+    return 0
+
+
+def _report_scores(args: argparse.Namespace, preds: list, true_of: dict[int, int], classes: list[str]) -> int:
+    """Print (and with --out, write beside the CSV) the scores of the labelled predictions."""
+    from kmat.run.labels import confusion_text, score
+    from kmat.utils.io import atomic_write_json
+
+    if not true_of:
+        print(
+            "kmat: warning: no predicted image has a true label (a class-named folder or a --labels row); "
+            "nothing was scored",
+            file=sys.stderr,
+        )
+        return 0
+    index = {c: i for i, c in enumerate(classes)}
+    order = sorted(true_of)
+    scores = score([true_of[i] for i in order], [index[preds[i].label] for i in order], classes)
+    unlabelled = len(preds) - len(true_of)
+    scores["modality"] = args.modality
+    scores["run"] = str(args.run)
+    print(
+        f"scored {scores['n']} labelled image(s) with the {args.modality}-end prompts: "
+        f"accuracy {scores['acc']:.2f}%, macro-F1 {scores['macro_f1']:.2f}%"
+        + (f" ({unlabelled} image(s) without a label not scored)" if unlabelled else "")
+    )
+    print(confusion_text(scores))
+    if args.out:
+        path = Path(args.out).with_suffix(".metrics.json")
+        atomic_write_json(path, scores)
+        print(f"wrote the scores to {path}")
     return 0

@@ -25,7 +25,8 @@ EPILOG = """examples:
 --task is a task folder (task.json + one manifest CSV per modality + descriptions.json) or the name
 of a task prepared under --data-root / $KMAT_DATA. The run writes OUT/result.json (metrics in %),
 OUT/config.json (re-run it with --config), OUT/checkpoint.safetensors (learned prompts + resolved
-config), OUT/class_embeddings.safetensors and the few-shot subset manifests. A folder that holds
+config), OUT/class_embeddings.safetensors (and OUT/head.safetensors for a method that classifies
+with more than class embeddings) and the few-shot subset manifests. A folder that holds
 a run of another configuration is not replaced unless --overwrite is given.
 """
 

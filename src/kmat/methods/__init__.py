@@ -1,13 +1,16 @@
 """Methods, registered by name. A method is one module: its config dataclass (recipe and options,
 :mod:`kmat.methods.config`), its prompt learner and its loss terms (:class:`kmat.methods.base.Method`).
 A module in this package is found by itself; a method defined elsewhere registers with
-:func:`register` before it is used.
+:func:`register` before it is used, or is found through a ``kmat.methods`` entry point of the
+package that defines it (so that ``kmat`` commands know it too).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from kmat.errors import ConfigError
@@ -36,12 +39,21 @@ def unregister(name: str) -> None:
 
 
 def _discover() -> None:
+    """Import the built-in method modules, then every installed package's ``kmat.methods`` entry
+    point (a module that registers its methods; ``[project.entry-points."kmat.methods"]``)."""
     global _DISCOVERED
     if not _DISCOVERED:
+        _DISCOVERED = True
         for info in pkgutil.iter_modules(__path__):
             if info.name not in _NOT_METHODS:
                 importlib.import_module(f"{__name__}.{info.name}")
-        _DISCOVERED = True
+        for ep in entry_points(group="kmat.methods"):
+            try:
+                ep.load()
+            except Exception as err:  # a broken plug-in must not break every command
+                warnings.warn(
+                    f"kmat: the method plug-in {ep.name!r} ({ep.value}) failed to load: {err}", stacklevel=2
+                )
 
 
 def available_methods() -> list[str]:

@@ -11,34 +11,53 @@ from torch import Tensor, nn
 
 from kmat.backbone import Backbone
 from kmat.data.task import Task
+from kmat.errors import CheckpointError, ConfigError
 from kmat.methods.config import MethodConfig, PublishedDefaults
 
 C = TypeVar("C", bound=MethodConfig)
+M = TypeVar("M", bound="Method")
 
 
 @dataclass
 class MethodContext:
-    """What a method may use: the frozen backbone, the task, and lazily computed text knowledge."""
+    """What a method may use: the frozen backbone, the task, and lazily computed text knowledge.
+
+    Without a task (``task=None``: re-building a finished run to classify new images, see
+    :class:`Deployment`) the class names and modality display names are given instead, and asking
+    for the task's descriptions is a :class:`~kmat.errors.ConfigError`."""
 
     backbone: Backbone
-    task: Task
+    task: Task | None
     min_descriptions: int = 1
     _cache: dict = field(default_factory=dict, repr=False)
+    names: list[str] | None = None  # class names used in prompts, when there is no task
+    display_names: list[str] | None = None  # modality display names (high, low), when there is no task
 
     @property
     def classnames(self) -> list[str]:
-        return self.task.classnames
+        if self.task is not None:
+            return self.task.classnames
+        if self.names is None:
+            raise ConfigError("a method context needs a task or the class names")
+        return self.names
 
     @property
     def modality_names(self) -> list[str]:
         """Display names of the two modalities, high-end first (used inside prompts)."""
-        return [self.task.high.display_name, self.task.low.display_name]
+        if self.task is not None:
+            return [self.task.high.display_name, self.task.low.display_name]
+        return list(self.display_names or ["high-end image", "low-end image"])
+
+    def require_task(self) -> Task:
+        if self.task is None:
+            raise ConfigError("this method needs the task's descriptions, which a deployed run does not have")
+        return self.task
 
     def descriptions(self) -> dict[str, dict[str, list[str]]]:
         if "descriptions" not in self._cache:
             from kmat.knowledge.descriptions import load_descriptions
 
-            self._cache["descriptions"] = load_descriptions(self.task, self.min_descriptions)
+            self._cache["descriptions"] = load_descriptions(self.require_task(), self.min_descriptions)
         return self._cache["descriptions"]
 
     @torch.no_grad()
@@ -47,7 +66,9 @@ class MethodContext:
         if "prototypes" not in self._cache:
             from kmat.knowledge.prototypes import description_prototypes
 
-            self._cache["prototypes"] = description_prototypes(self.backbone, self.task, self.descriptions())
+            self._cache["prototypes"] = description_prototypes(
+                self.backbone, self.require_task(), self.descriptions()
+            )
         return self._cache["prototypes"]
 
     @torch.no_grad()
@@ -58,6 +79,25 @@ class MethodContext:
             texts = [template.format(classname=c) for c in self.classnames]
             self._cache[key] = self.backbone.encode_texts(texts).to(self.backbone.device)
         return self._cache[key]
+
+
+@dataclass
+class Deployment:
+    """A finished run, ready to classify new images: what its folder holds and the frozen backbone.
+
+    Read by :mod:`kmat.run.predict` from ``result.json``, ``class_embeddings.safetensors`` and
+    ``head.safetensors``; no task folder and no training image is needed. ``config`` is the run's
+    resolved method config (``None`` when the run's method is not registered in this process: then
+    only the class embeddings can be used)."""
+
+    backbone: Backbone
+    classnames: list[str]  # as used in the prompts (the task's classnames)
+    modality_names: list[str]  # display names, high-end first
+    config: MethodConfig | None
+    embeddings: dict[str, Tensor]  # role -> (C, D) class embeddings
+    head: dict[str, Tensor]  # the method's other deployment tensors (Method.head)
+    logit_scale: float
+    _cache: dict = field(default_factory=dict, repr=False)
 
 
 class Method(nn.Module, Generic[C]):
@@ -117,6 +157,54 @@ class Method(nn.Module, Generic[C]):
 
     def learnable_state(self) -> dict[str, Tensor]:
         return {k: p.detach().cpu() for k, p in self.named_parameters() if p.requires_grad}
+
+    # ------------------------------------------------------------------ deployment
+    def head(self) -> dict[str, Tensor]:
+        """Tensors that classifying a new image needs besides the frozen backbone and the class
+        embeddings (a cache of features, an adapter's or a meta-net's weights), saved in the run's
+        ``head.safetensors`` and given back to :meth:`deployed_logits`. Default: none."""
+        return {}
+
+    @classmethod
+    def deployed_logits(cls, dep: Deployment, feats: Tensor, role: str) -> Tensor:
+        """Logits of image features ``feats`` (B, D) for modality ``role``, from a finished run's
+        saved tensors alone; equal to the trained method's :meth:`predict_logits` (the method
+        battery checks it). Default: ``s * f . t_role`` with the saved class embeddings."""
+        t = dep.embeddings[role].to(feats.device, feats.dtype)
+        return dep.logit_scale * feats @ t.T
+
+    @classmethod
+    def rebuilt(cls: type[M], dep: Deployment) -> M:
+        """The method re-built from a run's saved head (``head()`` being its parameters and
+        buffers by name), without the task; made once per deployment."""
+        key = ("rebuilt", cls)
+        if key not in dep._cache:
+            if dep.config is None:
+                raise CheckpointError(f"method {cls.name!r} has no configuration to re-build it from")
+            ctx = MethodContext(dep.backbone, None, names=dep.classnames, display_names=dep.modality_names)
+            method = cls(ctx, dep.config)
+            own = {**dict(method.named_parameters()), **dict(method.named_buffers())}
+            unknown = sorted(set(dep.head) - set(own))
+            if unknown:
+                raise CheckpointError(
+                    f"the run's head holds tensors {unknown} that {cls.name!r} does not have"
+                )
+            lacking = sorted(set(method.head()) - set(dep.head))
+            if lacking:
+                raise CheckpointError(
+                    f"the run's head lacks {lacking} (head.safetensors missing or incomplete): "
+                    "train the run again to write it"
+                )
+            with torch.no_grad():
+                for name, value in dep.head.items():
+                    if own[name].shape != value.shape:
+                        raise CheckpointError(
+                            f"the run's {name} is {tuple(value.shape)}, {cls.name!r} here makes it "
+                            f"{tuple(own[name].shape)} (another backbone architecture?)"
+                        )
+                    own[name].copy_(value.to(own[name].device))
+            dep._cache[key] = method.eval()
+        return dep._cache[key]
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -81,14 +81,14 @@ class BiomedCoOp(SharedPromptMethod[BiomedCoOpConfig]):
 
     def __init__(self, ctx: MethodContext, cfg: BiomedCoOpConfig) -> None:
         super().__init__(ctx, cfg)
-        descs = ctx.descriptions()[ctx.task.high.name]
-        k = min(cfg.n_descriptions, *(len(descs[c]) for c in ctx.task.classes))
+        descs = ctx.descriptions()[ctx.require_task().high.name]
+        k = min(cfg.n_descriptions, *(len(descs[c]) for c in ctx.require_task().classes))
         if k < cfg.n_descriptions:
             warnings.warn(
                 f"BiomedCoOp: only {k} descriptions per class available (wants {cfg.n_descriptions})",
                 stacklevel=2,
             )
-        bank = [ctx.backbone.encode_texts(descs[c][:k]) for c in ctx.task.classes]
+        bank = [ctx.backbone.encode_texts(descs[c][:k]) for c in ctx.require_task().classes]
         self.register_buffer("bank", torch.stack(bank).to(ctx.backbone.device))  # (C, K, D), normalised
         self.register_buffer("t_bar", F.normalize(self.bank.mean(dim=1), dim=-1))
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from kmat.methods import register
-from kmat.methods.base import MethodContext, cross_entropy
+from kmat.methods.base import Deployment, MethodContext, cross_entropy
 from kmat.methods.config import option
 from kmat.methods.coop import SharedPromptConfig, SharedPromptMethod
 
@@ -62,6 +62,15 @@ class CoCoOp(SharedPromptMethod[CoCoOpConfig]):
         bs = batch_size or self.cfg.eval_batch_size
         chunks = [self.image_logits(feats[i : i + bs]).cpu() for i in range(0, len(feats), bs)]
         return torch.cat(chunks) if chunks else torch.empty(0, len(self.ctx.classnames))
+
+    def head(self) -> dict[str, Tensor]:
+        """The learned context and meta-net: a new image's prompts are built from them."""
+        return self.learnable_state()
+
+    @classmethod
+    def deployed_logits(cls, dep: Deployment, feats: Tensor, role: str) -> Tensor:
+        """Per-image prompts through the saved context and meta-net (the text tower runs per image)."""
+        return cls.rebuilt(dep).predict_logits(feats, role)
 
     @torch.no_grad()
     def class_embeddings(self) -> dict[str, Tensor]:

@@ -6,6 +6,8 @@ A run folder (``kmat train --out DIR``, or one cell of a grid) holds::
     config.json                     the run configuration, re-runnable with ``kmat train --config``
     checkpoint.safetensors          the learned parameters, with the configuration in its metadata
     class_embeddings.safetensors    the final class embeddings per modality role (deployment, figures)
+    head.safetensors                only a method that needs more to classify a new image (a cache,
+                                    an adapter, a meta-net): those tensors (kmat.methods.base.Method.head)
     fewshot_train.csv, fewshot_val.csv   the few-shot subsets the run used
     error.json                      only a failed grid run: the error and its traceback
 
@@ -28,6 +30,7 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EMBEDDINGS_FILE = "class_embeddings.safetensors"
+HEAD_FILE = "head.safetensors"
 FEWSHOT_TRAIN_FILE = "fewshot_train.csv"
 FEWSHOT_VAL_FILE = "fewshot_val.csv"
 ERROR_FILE = "error.json"
@@ -38,6 +41,7 @@ RUN_FILES = frozenset(
         CONFIG_FILE,
         CHECKPOINT_FILE,
         EMBEDDINGS_FILE,
+        HEAD_FILE,
         FEWSHOT_TRAIN_FILE,
         FEWSHOT_VAL_FILE,
         ERROR_FILE,
@@ -71,6 +75,10 @@ class RunLayout:
     @property
     def embeddings(self) -> Path:
         return self.folder / EMBEDDINGS_FILE
+
+    @property
+    def head(self) -> Path:
+        return self.folder / HEAD_FILE
 
     @property
     def fewshot_train(self) -> Path:

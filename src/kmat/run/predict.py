@@ -1,9 +1,13 @@
-"""Deployment: classify new images with the prompts a run learned.
+"""Deployment: classify new images with what a run learned.
 
 A run folder keeps the learned class embeddings of both modalities
 (``class_embeddings.safetensors``) beside ``result.json``; predicting a low-end image is
 ``softmax(s * f . t^L)`` with the frozen image tower, and needs neither the training data nor the
-task folder. (CoCoOp builds its prompts per image and is re-built from its checkpoint instead.)
+task folder. A method that needs more than class embeddings (CoCoOp's per-image prompts, a cache
+or an adapter) saves those tensors in ``head.safetensors`` and classifies from them
+(:meth:`kmat.methods.base.Method.deployed_logits`): predicting never special-cases a method's name.
+A run of a method that is not registered in this process is classified with its class embeddings
+when it saved no head (a user's prompt learner), and refused with what to do when it did.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from torch import Tensor
 from kmat.backbone import Backbone, load_backbone, load_recorded_backbone
 from kmat.data.images import IMAGE_SUFFIXES, image_of, test_transform
 from kmat.errors import BackboneError, CheckpointError, ConfigError, ImageError
-from kmat.methods import get_method
+from kmat.methods import available_methods, get_method
+from kmat.methods.base import Deployment, Method
+from kmat.methods.config import resolve_config
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
 from kmat.run.runner import check_backbone_identity
@@ -83,6 +89,43 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
         )
     result = dict(read_result(layout.result))
     return result, load_embeddings(layout.embeddings)
+
+
+def load_head(run_dir: str | Path) -> dict[str, Tensor]:
+    """A run's ``head.safetensors`` (verified), or ``{}`` for a run whose method saved none."""
+    path = RunLayout.of(run_dir).head
+    return load_embeddings(path) if path.is_file() else {}
+
+
+def deployment(
+    result: dict, embeddings: dict[str, Tensor], head: dict[str, Tensor], backbone: Backbone
+) -> tuple[type[Method], Deployment]:
+    """The run's method class and what it classifies new images with (:class:`Deployment`)."""
+    config = result["config"]
+    name = str(result["method"])
+    if name in available_methods():
+        cls = get_method(name)
+        method_config = resolve_config(cls.Config, dict(config.get("method_config", {})))
+    elif head:
+        raise CheckpointError(
+            f"the run's method {name!r} is not registered here, and it classifies with more than class "
+            f"embeddings ({RunLayout(Path('.')).head.name}): import the module that registers it "
+            "(kmat.methods.register, or a 'kmat.methods' entry point) before predicting"
+        )
+    else:  # a user's method, registered elsewhere: its class embeddings are all it needs
+        cls, method_config = Method, None
+    scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
+    display = config.get("modality_display_names") or {}
+    dep = Deployment(
+        backbone=backbone,
+        classnames=list(config.get("classnames") or [c.replace("_", " ") for c in config["classes"]]),
+        modality_names=[display.get("high", "high-end image"), display.get("low", "low-end image")],
+        config=method_config,
+        embeddings=embeddings,
+        head=head,
+        logit_scale=float(scale),
+    )
+    return cls, dep
 
 
 def load_embeddings(path: str | Path) -> dict[str, Tensor]:
@@ -183,10 +226,7 @@ def predict_report(
     result, emb = loaded if loaded is not None else load_run(run_dir)
     config = result["config"]
     classes: list[str] = config["classes"]
-    if get_method(result["method"]).per_image_prompts:
-        raise ConfigError(
-            f"{result['method']} builds its prompts per image; use kmat evaluate on a task folder instead"
-        )
+    head = load_head(run_dir)
     if backbone is None:
         backbone = (
             load_backbone(backbone_spec, device=resolve_device(device))
@@ -199,14 +239,13 @@ def predict_report(
         backbone, config.get("backbone_identity"), Path(run_dir) / "result.json", allow_backbone_mismatch
     )
     backbone.set_precision(config.get("precision", "fp32"))  # as the run encoded its test images
-    scale = config.get("method_config", {}).get("logit_scale") or backbone.logit_scale
-    t = emb[role].to(backbone.device)
-    if t.shape[-1] != backbone.output_dim:
+    if emb[role].shape[-1] != backbone.output_dim:
         raise BackboneError(
-            f"{run_dir}: the run's class embeddings are {t.shape[-1]}-dimensional but this backbone's "
+            f"{run_dir}: the run's class embeddings are {emb[role].shape[-1]}-dimensional but this backbone's "
             f"image features are {backbone.output_dim}-dimensional (another architecture); predict with "
             "the backbone the run was trained with (--backbone)"
         )
+    cls, dep = deployment(result, emb, head, backbone)
     batch_size = batch_size or encode_batch_size(backbone.device)
     items = image_items(images)
     report = PredictionReport([], classes=list(classes))
@@ -224,7 +263,15 @@ def predict_report(
             chunk.append(name)
         if not batch or (strict and report.bad):  # strict: go on reading only, to name every bad image
             continue
-        probs = torch.softmax(scale * backbone.encode_images(torch.stack(batch)) @ t.T, dim=-1).float().cpu()
+        feats = backbone.encode_images(torch.stack(batch))
+        try:
+            logits = cls.deployed_logits(dep, feats, role)
+        except KeyError as err:
+            raise CheckpointError(
+                f"{run_dir}: the run's head lacks {err} (head.safetensors missing or incomplete); "
+                "train the run again to write it"
+            ) from None
+        probs = torch.softmax(logits.float(), dim=-1).cpu()
         rows.append(probs)
         for name, row in zip(chunk, probs, strict=True):
             report.predictions.append(

@@ -262,7 +262,9 @@ def _result(
             **_checkpoint_config(cfg, method),
             "task_folder": str(task.folder),
             "classes": task.classes,
+            "classnames": task.classnames,  # as written in the prompts (deployment re-builds them)
             "modalities": {"high": task.high.name, "low": task.low.name},
+            "modality_display_names": {"high": task.high.display_name, "low": task.low.display_name},
             "published_defaults": published_defaults_record(cfg, task),
             "descriptions_template": template_descriptions(task),
         },
@@ -383,6 +385,7 @@ class RunOutput:
     shots: list[Sample]  # the few-shot subsets (fewshot_train.csv, fewshot_val.csv)
     val: list[Sample] | None
     identity: dict[str, Any]  # the run's identity (:func:`run_identity`): checked against the folder
+    head: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # head.safetensors (Method.head)
 
 
 @dataclasses.dataclass
@@ -572,6 +575,7 @@ def compute_run(
     t0 = time.perf_counter()
     per_role = evaluate(method, test, task)
     embeddings = {role: t.detach().float().cpu().clone() for role, t in method.class_embeddings().items()}
+    head = {k: v.detach().cpu().contiguous().clone() for k, v in method.head().items()}
     timing["eval_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
     result = _result(cfg, task, backbone, method, per_role, timing, history)
@@ -587,6 +591,7 @@ def compute_run(
         shots=shots,
         val=val,
         identity=expected,
+        head=head,
     )
 
 
@@ -619,6 +624,8 @@ def _write_output(layout: RunLayout, output: RunOutput) -> None:
     """The checkpoint, embeddings, run config and result (written last) into the staging folder."""
     atomic_save_safetensors(layout.checkpoint, output.state, metadata=output.checkpoint_metadata)
     atomic_save_safetensors(layout.embeddings, output.embeddings)
+    if output.head:
+        atomic_save_safetensors(layout.head, output.head)
     atomic_write_json(layout.config, output.replay)
     atomic_write_json(layout.result, output.result)
 
