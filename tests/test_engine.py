@@ -126,3 +126,43 @@ def test_seed_everything_asks_cuda_for_deterministic_kernels(monkeypatch):
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags
+
+
+def test_the_loop_calls_the_methods_fit_and_backward_hooks(backbone, toy_task_master, tmp_path):
+    """``fit`` sees the shots and the high-end validation split once before training; ``backward``
+    decides the gradient (here: none, so nothing may move); ``fit``'s answer is recorded."""
+    import dataclasses
+
+    from kmat.engine import load_checkpoint
+    from kmat.methods import register, unregister
+    from kmat.methods.coop import CoOp
+
+    seen: dict = {}
+
+    class Frozen(CoOp):
+        name = "test_frozen_grad"
+
+        def fit(self, train, val):
+            feats, labels = train(0)
+            seen["train"], seen["val"] = (len(feats), len(labels)), None if val is None else len(val[0])
+            return {"fitted_on": len(labels)}
+
+        def backward(self, terms):
+            seen["steps"] = seen.get("steps", 0) + 1  # no gradient at all: SGD leaves the prompts
+
+    register(Frozen)
+    try:
+        cfg = dataclasses.replace(_cfg(toy_task_master, tmp_path / "r"), method="test_frozen_grad")
+        res = run(cfg, backbone=backbone)
+    finally:
+        unregister("test_frozen_grad")
+    assert seen["train"] == (6, 6) and seen["val"] and seen["steps"] >= 2
+    assert res["fit"] == {"fitted_on": 6}
+    cfg0 = dataclasses.replace(_cfg(toy_task_master, tmp_path / "z", epochs=0), method="coop")
+    start = run(cfg0, backbone=backbone)
+    state, _ = load_checkpoint(tmp_path / "r" / CHECKPOINT_FILE)
+    state0, _ = load_checkpoint(tmp_path / "z" / CHECKPOINT_FILE)
+    assert state.keys() == state0.keys() and all(torch.equal(state[k], state0[k]) for k in state), (
+        "a step without gradient moved the prompts"
+    )
+    assert start["metrics"] == res["metrics"]

@@ -270,6 +270,16 @@ def test_deployed_logits_from_the_saved_tensors_equal_the_trained_methods(
         )
 
 
+def test_head_tensors_are_named_parameters_or_buffers(method_name, loaded_toy_task, backbone, tmp_path):
+    """A run's head is restored by name (Method.load_head): every key must be one of the method's
+    parameters or buffers, with the same shape."""
+    m = _build(method_name, loaded_toy_task, backbone, tmp_path)
+    own = {**dict(m.named_parameters()), **dict(m.named_buffers())}
+    for k, v in m.head().items():
+        assert k in own, f"{method_name}: head tensor {k!r} is not a parameter or buffer"
+        assert own[k].shape == v.shape, f"{method_name}: head tensor {k!r} has another shape"
+
+
 def test_checkpoint_round_trip_gives_the_run_metrics(
     method_name, toy_task_master, tiny_model_dir, backbone, tmp_path, monkeypatch
 ):

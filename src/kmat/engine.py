@@ -94,7 +94,7 @@ def train(
                         f"(lr {lr:g}; a smaller learning rate may help)"
                     )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                method.backward(terms)
                 opt.step()
                 for k, v in terms.items():
                     d = v.detach().double()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from kmat.methods.config import MethodConfig, PublishedDefaults
 
 C = TypeVar("C", bound=MethodConfig)
 M = TypeVar("M", bound="Method")
+TrainView = Callable[[int], tuple[Tensor, Tensor]]  # epoch -> (features, labels) of the few-shot shots
 
 
 @dataclass
@@ -162,7 +164,9 @@ class Method(nn.Module, Generic[C]):
     def head(self) -> dict[str, Tensor]:
         """Tensors that classifying a new image needs besides the frozen backbone and the class
         embeddings (a cache of features, an adapter's or a meta-net's weights), saved in the run's
-        ``head.safetensors`` and given back to :meth:`deployed_logits`. Default: none."""
+        ``head.safetensors`` and given back to :meth:`deployed_logits`. Keys are names of the
+        method's parameters or buffers (``named_parameters``/``named_buffers``), so that
+        :meth:`load_head` / :meth:`rebuilt` restore them. Default: none."""
         return {}
 
     @classmethod
@@ -175,36 +179,54 @@ class Method(nn.Module, Generic[C]):
 
     @classmethod
     def rebuilt(cls: type[M], dep: Deployment) -> M:
-        """The method re-built from a run's saved head (``head()`` being its parameters and
-        buffers by name), without the task; made once per deployment."""
+        """The method re-built from a run's saved head, without the task; made once per deployment."""
         key = ("rebuilt", cls)
         if key not in dep._cache:
             if dep.config is None:
                 raise CheckpointError(f"method {cls.name!r} has no configuration to re-build it from")
             ctx = MethodContext(dep.backbone, None, names=dep.classnames, display_names=dep.modality_names)
             method = cls(ctx, dep.config)
-            own = {**dict(method.named_parameters()), **dict(method.named_buffers())}
-            unknown = sorted(set(dep.head) - set(own))
-            if unknown:
-                raise CheckpointError(
-                    f"the run's head holds tensors {unknown} that {cls.name!r} does not have"
-                )
-            lacking = sorted(set(method.head()) - set(dep.head))
-            if lacking:
-                raise CheckpointError(
-                    f"the run's head lacks {lacking} (head.safetensors missing or incomplete): "
-                    "train the run again to write it"
-                )
-            with torch.no_grad():
-                for name, value in dep.head.items():
-                    if own[name].shape != value.shape:
-                        raise CheckpointError(
-                            f"the run's {name} is {tuple(value.shape)}, {cls.name!r} here makes it "
-                            f"{tuple(own[name].shape)} (another backbone architecture?)"
-                        )
-                    own[name].copy_(value.to(own[name].device))
+            method.load_head(dep.head)
             dep._cache[key] = method.eval()
         return dep._cache[key]
+
+    def load_head(self, head: dict[str, Tensor]) -> None:
+        """Copy a saved head (:meth:`head`: tensors named as the method's parameters and buffers)
+        into this method; a tensor it lacks, or one of another shape, is a :class:`CheckpointError`."""
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        unknown = sorted(set(head) - set(own))
+        if unknown:
+            raise CheckpointError(f"the run's head holds tensors {unknown} that {self.name!r} does not have")
+        lacking = sorted(set(self.head()) - set(head))
+        if lacking:
+            raise CheckpointError(
+                f"the run's head lacks {lacking} (head.safetensors missing or incomplete): "
+                "train the run again to write it"
+            )
+        with torch.no_grad():
+            for name, value in head.items():
+                if own[name].shape != value.shape:
+                    raise CheckpointError(
+                        f"the run's {name} is {tuple(value.shape)}, {self.name!r} here makes it "
+                        f"{tuple(own[name].shape)} (another backbone architecture?)"
+                    )
+                own[name].copy_(value.to(own[name].device))
+
+    # ------------------------------------------------------------------ training hooks
+    def fit(self, train: TrainView, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
+        """Called once before the training loop with the few-shot training features (``train(e)``:
+        view ``e``, as the loop gets them) and the high-end validation features and labels (None
+        without a validation split; no low-end image ever reaches a method). A method fitted in
+        closed form, or one that builds a cache from the shots, does it here. Returns what the
+        run records of the fit (``result.json``: ``fit``), e.g. a regularisation chosen on ``val``.
+        Default: nothing."""
+        return {}
+
+    def backward(self, terms: dict[str, Tensor]) -> None:
+        """Accumulate the gradients of a step from its loss terms (the loop zeroes them before and
+        steps the optimiser after). Default: ``terms["total"].backward()``; a method that shapes
+        its gradient (ProGrad's projection) overrides this."""
+        terms["total"].backward()
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -559,6 +559,7 @@ def compute_run(
         )
     else:
         feats = inputs.views
+    fit_info = method.fit(feats, val_feats.get("high"))
     history = train(
         method,
         feats,
@@ -581,6 +582,8 @@ def compute_run(
     result = _result(cfg, task, backbone, method, per_role, timing, history)
     result["config"]["task_data"] = expected["task_data"]
     result["val"] = _val_metrics(method, val_feats, task)
+    if fit_info:
+        result["fit"] = fit_info
     return RunOutput(
         result=result,
         replay=replay_config(cfg, method.cfg),
@@ -804,6 +807,11 @@ def evaluate_checkpoint(
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v.to(own[k].device))
+    head_file = RunLayout.of(Path(checkpoint).parent).head
+    if head_file.is_file() or method.head():
+        from kmat.run.predict import load_head  # a fitted cache or classifier: restored by name
+
+        method.load_head(load_head(Path(checkpoint).parent))
     test = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache))
     per_role = evaluate(method, test, task_obj)
     return cross_modal_summary(per_role["high"], per_role["low"])
