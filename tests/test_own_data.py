@@ -1,6 +1,7 @@
 """A researcher's own class-folder dataset to a trained K-MaT run, offline, through the command line
 (issue 14, section 1): prepare the high end and the low end, see what is missing, write template
-descriptions, train, and find the run marked template-only."""
+descriptions, train, find the run marked template-only, evaluate it again and deploy it on the
+labelled low-end class folders (CLI and Python)."""
 
 import json
 
@@ -136,6 +137,33 @@ def test_walk_to_a_template_only_run(prepared, tiny_model_dir, tmp_path, capsys,
     res = json.loads((run / "result.json").read_text())
     assert res["config"]["descriptions_template"] is True
     assert res["n_test"]["low"] == 4 * len(CLASSES)  # every low-end image evaluated
+
+    # evaluated again from the folder, and deployed on the labelled low-end class folders: CLI ...
+    code, out, err = _run(capsys, "evaluate", "--run", run, "--json")
+    assert code == 0, err
+    assert json.loads(out)["low"] == res["metrics"]["low"]
+    _, raw, _ = prepared
+    code, out, err = _run(
+        capsys,
+        "predict",
+        "--run",
+        run,
+        "--images",
+        raw / "blurry",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "p.csv",
+    )
+    assert code == 0, err
+    scores = json.loads((tmp_path / "p.metrics.json").read_text())
+    assert scores["n"] == 4 * len(CLASSES) and scores["confusion"] == res["confusion"]["low"]
+    # ... and Python
+    import kmat
+
+    images = sorted((raw / "blurry").rglob("*.png"))
+    preds = kmat.load_run(run, device="cpu").predict(images)
+    assert preds.score([p.parent.name for p in images])["confusion"] == res["confusion"]["low"]
 
 
 def test_real_descriptions_are_not_marked(prepared, capsys):
