@@ -45,6 +45,7 @@ from kmat.run.config import RunConfig
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
 from kmat.run.lock import run_lock
+from kmat.run.runlog import RunLog, capture_run_log, duration_text, history_csv_bytes
 from kmat.run.schema import (
     CONFIG_KEYS,
     INPUT_KEYS,
@@ -55,7 +56,7 @@ from kmat.run.schema import (
     read_result,
 )
 from kmat.utils.cache import file_sha256
-from kmat.utils.io import atomic_save_safetensors, atomic_write_json, output_errors
+from kmat.utils.io import atomic_save_safetensors, atomic_write_bytes, atomic_write_json, output_errors
 from kmat.utils.provenance import source_commit
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,7 @@ class RunOutput:
     val: list[Sample] | None
     identity: dict[str, Any]  # the run's identity (:func:`run_identity`): checked against the folder
     head: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # head.safetensors (Method.head)
+    log: str = ""  # what was said while the run computed (log.txt; :mod:`kmat.run.runlog`)
 
 
 @dataclasses.dataclass
@@ -500,7 +502,60 @@ def compute_run(
 
     ``inputs``: the run's identity, descriptions and features, computed ahead elsewhere (the task's
     content checks too): the run then reads no file of the task. The backbone's weights must be those
-    of ``inputs.identity``."""
+    of ``inputs.identity``.
+
+    The run's log (kmat's log records and the warnings raised meanwhile, between a start line with
+    its settings and an end line with its timing) is captured here and returned in ``log``."""
+    with capture_run_log() as run_log:
+        run_log.add(start_line(cfg))
+        output = _compute_run(cfg, backbone, store, task, on_identity, before_training, inputs, run_log)
+        for line in end_lines(output.result):
+            run_log.add(line)
+    output.log = run_log.text()
+    return output
+
+
+def start_line(cfg: RunConfig) -> str:
+    """The first line of a run's log: what is run, where, with which options given."""
+    options = json.dumps(cfg.options, sort_keys=True, default=str) if cfg.options else "none"
+    return (
+        f"kmat {__version__}: run {cfg.method} on task {cfg.task} ({cfg.shots} shots, seed {cfg.seed}); "
+        f"backbone {cfg.backbone}, device {cfg.device}, precision {cfg.precision}, "
+        f"augment {'on' if cfg.augment else 'off'}; options given: {options}; out {cfg.out}"
+    )
+
+
+def method_config_line(method_config: MethodConfig) -> str:
+    """The log line with the method's resolved configuration (defaults, published values, options)."""
+    return f"method config: {json.dumps(method_config.to_dict(), sort_keys=True, default=str)}"
+
+
+def end_lines(result: dict[str, Any]) -> list[str]:
+    """The last lines of a run's log: its timing and metrics (and a note on template descriptions)."""
+    t = result["timing"]
+    parts = ", ".join(f"{k.removesuffix('_s')} {duration_text(v)}" for k, v in t.items() if k != "total_s")
+    m = result["metrics"]
+    scores = "; ".join(
+        f"{label} acc {m[role]['acc']:.2f} macro-F1 {m[role]['macro_f1']:.2f}"
+        for role, label in (("high", "Hi"), ("low", "Lo"), ("h", "H"))
+    )
+    lines = []
+    if result["config"].get("descriptions_template"):
+        lines.append("descriptions: template-only (they describe no image); the result is marked so")
+    lines.append(f"finished in {duration_text(t['total_s'])} ({parts}); test {scores}")
+    return lines
+
+
+def _compute_run(
+    cfg: RunConfig,
+    backbone: Backbone | None,
+    store: FeatureStore | None,
+    task: Task | None,
+    on_identity: Callable[[dict[str, Any]], None] | None,
+    before_training: Callable[[list[Sample], list[Sample] | None], None] | None,
+    inputs: RunInputs | None,
+    run_log: RunLog,
+) -> RunOutput:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -512,6 +567,7 @@ def compute_run(
     timing["load_s"] = time.perf_counter() - t_start
 
     method_config = resolve_method_config(cfg, task)
+    run_log.add(method_config_line(method_config))
     if inputs is None:
         check_content_leaks(task)
         expected = run_identity(cfg, task, method_config, backbone)
@@ -624,12 +680,15 @@ def _write_subsets(
 
 
 def _write_output(layout: RunLayout, output: RunOutput) -> None:
-    """The checkpoint, embeddings, run config and result (written last) into the staging folder."""
+    """The checkpoint, embeddings, run config, history, log and result (written last) into the
+    staging folder."""
     atomic_save_safetensors(layout.checkpoint, output.state, metadata=output.checkpoint_metadata)
     atomic_save_safetensors(layout.embeddings, output.embeddings)
     if output.head:
         atomic_save_safetensors(layout.head, output.head)
     atomic_write_json(layout.config, output.replay)
+    atomic_write_bytes(layout.history, history_csv_bytes(output.result.get("history", [])))
+    atomic_write_bytes(layout.log, output.log.encode("utf-8"))
     atomic_write_json(layout.result, output.result)
 
 
