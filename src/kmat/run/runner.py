@@ -33,6 +33,7 @@ from kmat.errors import (
     KmatError,
     OutputError,
     RunConflictError,
+    TaskError,
     TrainingDivergedError,
 )
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
@@ -815,6 +816,24 @@ def check_backbone_identity(
     warnings.warn(msg + " (allowed: the numbers are not the run's)", stacklevel=2)
 
 
+EVAL_SPLITS = ("test", "val")
+"""The splits :func:`evaluate_checkpoint` scores."""
+
+
+def split_summary(per_role: dict[str, dict]) -> dict[str, dict[str, float] | None]:
+    """The ``metrics`` block of a split: ``high``, ``low`` and ``h`` as :func:`cross_modal_summary`
+    gives them; a modality without images in the split is ``None`` (absent, not a zero), and so is
+    ``h`` then."""
+    if "high" in per_role and "low" in per_role:
+        return cross_modal_summary(per_role["high"], per_role["low"])
+    out: dict[str, dict[str, float] | None] = {
+        role: {k: round(per_role[role][k], 4) for k in ("acc", "macro_f1")} if role in per_role else None
+        for role in ("high", "low")
+    }
+    out["h"] = None
+    return out
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     backbone: Backbone | None = None,
@@ -822,11 +841,19 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     backbone_spec: str | None = None,
     allow_backbone_mismatch: bool = False,
+    split: str = "test",
 ) -> dict:
-    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block.
+    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block
+    of ``split`` (:func:`split_summary`).
 
+    ``split``: ``"test"`` (the test splits of both modalities: the run's ``metrics``) or ``"val"``
+    (their validation splits: the high-end one is the run's ``val.high``; a modality without
+    validation images, typically the low end, is ``None``). The model is the checkpoint's, i.e. the
+    run's last epoch, as in the paper: nothing is re-selected.
     ``backbone_spec`` loads another copy of the backbone (a moved model folder); its weights must be
     the run's unless ``allow_backbone_mismatch``."""
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, not {split!r}")
     state, saved = load_checkpoint(checkpoint)
     if not saved:
         raise CheckpointError(f"{checkpoint}: no run configuration in the checkpoint metadata")
@@ -871,6 +898,7 @@ def evaluate_checkpoint(
         from kmat.run.predict import load_head  # a fitted cache or classifier: restored by name
 
         method.load_head(load_head(Path(checkpoint).parent))
-    test = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache))
-    per_role = evaluate(method, test, task_obj)
-    return cross_modal_summary(per_role["high"], per_role["low"])
+    feats = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache), split)
+    if not feats:
+        raise TaskError(f"{task_obj.folder}: no {split} images in either modality ({task_obj.name})")
+    return split_summary(evaluate(method, feats, task_obj))
