@@ -118,6 +118,15 @@ def test_ray_grid_matches_the_local_grid(tiny_model_dir, toy_task_master, tmp_pa
             assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (rel, f)
         for f in ("config.json", "fewshot_train.csv", "fewshot_val.csv"):
             assert (local / rel / f).read_bytes() == (remote / rel / f).read_bytes(), (rel, f)
+        # the run's log is captured on the worker and written by the driver; the history, as locally
+        rows = [(local / rel / "history.csv").read_text(), (remote / rel / "history.csv").read_text()]
+        assert [len(r.splitlines()) for r in rows] == [len(a["history"]) + 1] * 2, rel
+        logs = [(local / rel / "log.txt").read_text(), (remote / rel / "log.txt").read_text()]
+        for text in logs:
+            lines = text.splitlines()
+            assert f"run {a['method']} on task" in lines[0] and "finished in" in lines[-1], rel
+        configs = [[ln.split(": ", 1)[1] for ln in t.splitlines() if "method config:" in ln] for t in logs]
+        assert configs[0] == configs[1] and len(configs[0]) == 1, rel
     assert (local / "table2.md").read_text() == (remote / "table2.md").read_text()
     assert _leftovers(remote) == []
 

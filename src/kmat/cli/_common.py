@@ -10,12 +10,16 @@ from typing import Any
 from kmat.errors import ConfigError, KmatError
 
 
-def print_metrics(metrics: dict, title: str) -> None:
+def print_metrics(metrics: dict, title: str, absent: str = "absent") -> None:
+    """Hi, Lo and H (accuracy and macro-F1, %) under ``title``; a ``None`` entry prints ``absent``."""
     print(title)
     print(f"  {'':6s} {'acc':>7s} {'macro-F1':>9s}")
     for role, label in (("high", "Hi"), ("low", "Lo"), ("h", "H")):
         m = metrics[role]
-        print(f"  {label:6s} {m['acc']:7.2f} {m['macro_f1']:9.2f}")
+        if m is None:
+            print(f"  {label:6s} {absent}")
+        else:
+            print(f"  {label:6s} {m['acc']:7.2f} {m['macro_f1']:9.2f}")
 
 
 class _Below(logging.Filter):

@@ -16,9 +16,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "sonogram, far-domain; synthderm: dermoscopy image -> clinical photograph, near-domain) and "
         "load the demo backbone, run Table 2 (six methods, three seeds, both tasks and their average) "
         "and Table 3 (the eight ablation rows, one seed, averaged over both tasks) through the same "
-        "driver as kmat reproduce, and print the tables. Run times on a 2-core CPU are in the README "
-        '("The demo"); a second run reuses the cached data and features; --quick runs Table 2 with '
-        "one seed only.",
+        "driver as kmat reproduce, and print the tables. From an empty cache on a 2-core CPU it "
+        "takes about 8 min, --quick (Table 2, one seed) about 2 min (measured: README, "
+        '"The demo"); a second run reuses the cached data and features.',
     )
     p.add_argument("--out", default="kmat-demo", help="output folder (default: ./kmat-demo)")
     p.add_argument("--quick", action="store_true", help="Table 2 with seed 1 only; no Table 3")

@@ -9,6 +9,11 @@ A run folder (``kmat train --out DIR``, or one cell of a grid) holds::
     head.safetensors                only a method that needs more to classify a new image (a cache,
                                     an adapter, a meta-net): those tensors (kmat.methods.base.Method.head)
     fewshot_train.csv, fewshot_val.csv   the few-shot subsets the run used
+    history.csv                     one row per epoch: the lr, every loss term, the high-end
+                                    validation accuracy / macro-F1 (result.json's history as a table)
+    log.txt                         what was said while the run computed: kmat's log records and
+                                    Python warnings, between a start line (settings) and an end
+                                    line (timing, metrics); no progress bars (kmat.run.runlog)
     error.json                      only a failed grid run: the error and its traceback
 
 A grid writes its runs to ``OUT/runs/<task>/<label>/<shots>shot[-<tag>]/seed<S>``: ``label`` is the
@@ -33,6 +38,8 @@ EMBEDDINGS_FILE = "class_embeddings.safetensors"
 HEAD_FILE = "head.safetensors"
 FEWSHOT_TRAIN_FILE = "fewshot_train.csv"
 FEWSHOT_VAL_FILE = "fewshot_val.csv"
+HISTORY_FILE = "history.csv"
+LOG_FILE = "log.txt"
 ERROR_FILE = "error.json"
 RUNS_DIR = "runs"
 RUN_FILES = frozenset(
@@ -44,6 +51,8 @@ RUN_FILES = frozenset(
         HEAD_FILE,
         FEWSHOT_TRAIN_FILE,
         FEWSHOT_VAL_FILE,
+        HISTORY_FILE,
+        LOG_FILE,
         ERROR_FILE,
     }
 )
@@ -87,6 +96,14 @@ class RunLayout:
     @property
     def fewshot_val(self) -> Path:
         return self.folder / FEWSHOT_VAL_FILE
+
+    @property
+    def history(self) -> Path:
+        return self.folder / HISTORY_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.folder / LOG_FILE
 
     @property
     def error(self) -> Path:

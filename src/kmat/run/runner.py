@@ -33,6 +33,7 @@ from kmat.errors import (
     KmatError,
     OutputError,
     RunConflictError,
+    TaskError,
     TrainingDivergedError,
 )
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
@@ -45,6 +46,7 @@ from kmat.run.config import RunConfig
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
 from kmat.run.lock import run_lock
+from kmat.run.runlog import RunLog, capture_run_log, duration_text, history_csv_bytes
 from kmat.run.schema import (
     CONFIG_KEYS,
     INPUT_KEYS,
@@ -55,7 +57,7 @@ from kmat.run.schema import (
     read_result,
 )
 from kmat.utils.cache import file_sha256
-from kmat.utils.io import atomic_save_safetensors, atomic_write_json, output_errors
+from kmat.utils.io import atomic_save_safetensors, atomic_write_bytes, atomic_write_json, output_errors
 from kmat.utils.provenance import source_commit
 
 log = logging.getLogger(__name__)
@@ -386,6 +388,7 @@ class RunOutput:
     val: list[Sample] | None
     identity: dict[str, Any]  # the run's identity (:func:`run_identity`): checked against the folder
     head: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # head.safetensors (Method.head)
+    log: str = ""  # what was said while the run computed (log.txt; :mod:`kmat.run.runlog`)
 
 
 @dataclasses.dataclass
@@ -500,7 +503,60 @@ def compute_run(
 
     ``inputs``: the run's identity, descriptions and features, computed ahead elsewhere (the task's
     content checks too): the run then reads no file of the task. The backbone's weights must be those
-    of ``inputs.identity``."""
+    of ``inputs.identity``.
+
+    The run's log (kmat's log records and the warnings raised meanwhile, between a start line with
+    its settings and an end line with its timing) is captured here and returned in ``log``."""
+    with capture_run_log() as run_log:
+        run_log.add(start_line(cfg))
+        output = _compute_run(cfg, backbone, store, task, on_identity, before_training, inputs, run_log)
+        for line in end_lines(output.result):
+            run_log.add(line)
+    output.log = run_log.text()
+    return output
+
+
+def start_line(cfg: RunConfig) -> str:
+    """The first line of a run's log: what is run, where, with which options given."""
+    options = json.dumps(cfg.options, sort_keys=True, default=str) if cfg.options else "none"
+    return (
+        f"kmat {__version__}: run {cfg.method} on task {cfg.task} ({cfg.shots} shots, seed {cfg.seed}); "
+        f"backbone {cfg.backbone}, device {cfg.device}, precision {cfg.precision}, "
+        f"augment {'on' if cfg.augment else 'off'}; options given: {options}; out {cfg.out}"
+    )
+
+
+def method_config_line(method_config: MethodConfig) -> str:
+    """The log line with the method's resolved configuration (defaults, published values, options)."""
+    return f"method config: {json.dumps(method_config.to_dict(), sort_keys=True, default=str)}"
+
+
+def end_lines(result: dict[str, Any]) -> list[str]:
+    """The last lines of a run's log: its timing and metrics (and a note on template descriptions)."""
+    t = result["timing"]
+    parts = ", ".join(f"{k.removesuffix('_s')} {duration_text(v)}" for k, v in t.items() if k != "total_s")
+    m = result["metrics"]
+    scores = "; ".join(
+        f"{label} acc {m[role]['acc']:.2f} macro-F1 {m[role]['macro_f1']:.2f}"
+        for role, label in (("high", "Hi"), ("low", "Lo"), ("h", "H"))
+    )
+    lines = []
+    if result["config"].get("descriptions_template"):
+        lines.append("descriptions: template-only (they describe no image); the result is marked so")
+    lines.append(f"finished in {duration_text(t['total_s'])} ({parts}); test {scores}")
+    return lines
+
+
+def _compute_run(
+    cfg: RunConfig,
+    backbone: Backbone | None,
+    store: FeatureStore | None,
+    task: Task | None,
+    on_identity: Callable[[dict[str, Any]], None] | None,
+    before_training: Callable[[list[Sample], list[Sample] | None], None] | None,
+    inputs: RunInputs | None,
+    run_log: RunLog,
+) -> RunOutput:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -512,6 +568,7 @@ def compute_run(
     timing["load_s"] = time.perf_counter() - t_start
 
     method_config = resolve_method_config(cfg, task)
+    run_log.add(method_config_line(method_config))
     if inputs is None:
         check_content_leaks(task)
         expected = run_identity(cfg, task, method_config, backbone)
@@ -624,12 +681,15 @@ def _write_subsets(
 
 
 def _write_output(layout: RunLayout, output: RunOutput) -> None:
-    """The checkpoint, embeddings, run config and result (written last) into the staging folder."""
+    """The checkpoint, embeddings, run config, history, log and result (written last) into the
+    staging folder."""
     atomic_save_safetensors(layout.checkpoint, output.state, metadata=output.checkpoint_metadata)
     atomic_save_safetensors(layout.embeddings, output.embeddings)
     if output.head:
         atomic_save_safetensors(layout.head, output.head)
     atomic_write_json(layout.config, output.replay)
+    atomic_write_bytes(layout.history, history_csv_bytes(output.result.get("history", [])))
+    atomic_write_bytes(layout.log, output.log.encode("utf-8"))
     atomic_write_json(layout.result, output.result)
 
 
@@ -756,6 +816,24 @@ def check_backbone_identity(
     warnings.warn(msg + " (allowed: the numbers are not the run's)", stacklevel=2)
 
 
+EVAL_SPLITS = ("test", "val")
+"""The splits :func:`evaluate_checkpoint` scores."""
+
+
+def split_summary(per_role: dict[str, dict]) -> dict[str, dict[str, float] | None]:
+    """The ``metrics`` block of a split: ``high``, ``low`` and ``h`` as :func:`cross_modal_summary`
+    gives them; a modality without images in the split is ``None`` (absent, not a zero), and so is
+    ``h`` then."""
+    if "high" in per_role and "low" in per_role:
+        return cross_modal_summary(per_role["high"], per_role["low"])
+    out: dict[str, dict[str, float] | None] = {
+        role: {k: round(per_role[role][k], 4) for k in ("acc", "macro_f1")} if role in per_role else None
+        for role in ("high", "low")
+    }
+    out["h"] = None
+    return out
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     backbone: Backbone | None = None,
@@ -763,11 +841,19 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     backbone_spec: str | None = None,
     allow_backbone_mismatch: bool = False,
+    split: str = "test",
 ) -> dict:
-    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block.
+    """Re-build a trained method from its checkpoint and evaluate it; returns the ``metrics`` block
+    of ``split`` (:func:`split_summary`).
 
+    ``split``: ``"test"`` (the test splits of both modalities: the run's ``metrics``) or ``"val"``
+    (their validation splits: the high-end one is the run's ``val.high``; a modality without
+    validation images, typically the low end, is ``None``). The model is the checkpoint's, i.e. the
+    run's last epoch, as in the paper: nothing is re-selected.
     ``backbone_spec`` loads another copy of the backbone (a moved model folder); its weights must be
     the run's unless ``allow_backbone_mismatch``."""
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, not {split!r}")
     state, saved = load_checkpoint(checkpoint)
     if not saved:
         raise CheckpointError(f"{checkpoint}: no run configuration in the checkpoint metadata")
@@ -812,6 +898,7 @@ def evaluate_checkpoint(
         from kmat.run.predict import load_head  # a fitted cache or classifier: restored by name
 
         method.load_head(load_head(Path(checkpoint).parent))
-    test = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache))
-    per_role = evaluate(method, test, task_obj)
-    return cross_modal_summary(per_role["high"], per_role["low"])
+    feats = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache), split)
+    if not feats:
+        raise TaskError(f"{task_obj.folder}: no {split} images in either modality ({task_obj.name})")
+    return split_summary(evaluate(method, feats, task_obj))
