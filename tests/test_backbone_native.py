@@ -182,6 +182,21 @@ def test_padding_after_the_end_token_changes_nothing_and_pooling_is_at_the_end_t
         assert not torch.allclose(native.encode_prompts(embeds, moved)[0], base[0], atol=1e-3)
 
 
+def test_bf16_autocast_runs_the_native_tower_close_to_fp32(native):
+    prompt = SharedContextPrompt(native, CLASSNAMES, n_ctx=4, init_words="a photo of a")
+    with torch.no_grad():
+        fp32 = prompt()
+        native.set_precision("bf16")
+        try:
+            bf16 = prompt()
+            texts = native.encode_texts([f"a photo of a {c}." for c in CLASSNAMES])
+        finally:
+            native.set_precision("fp32")
+    assert bf16.dtype == texts.dtype == torch.float32
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.05)
+    torch.testing.assert_close(texts, fp32, rtol=0, atol=0.05)
+
+
 def test_gradients_reach_the_context_only(native):
     prompt = SharedContextPrompt(native, CLASSNAMES, n_ctx=4, init_words=None)
     prompt().sum().backward()
@@ -261,6 +276,7 @@ def test_kmat_train_cli_with_a_native_local_dir_backbone(toy_task_master, tmp_pa
     model = tmp_path / "clip"
     assert main(["backbone", "--size", "tiny", "--text", "native", "--out", str(model)]) == 0
     assert f"local-dir:{model}" in capsys.readouterr().out
+    assert load_backbone(f"local-dir:{model}").text_kind == "native"
     out = tmp_path / "run"
     args = ["train", "--task", str(toy_task_master), "--method", "coop", "--backbone", f"local-dir:{model}"]
     code = main([*args, "--epochs", "1", "--shots", "2", "--out", str(out), "--quiet", "--device", "cpu"])
