@@ -1,7 +1,8 @@
-"""Prompt learners: learnable context spliced after ``[CLS]`` in word-embedding space.
+"""Prompt learners: learnable context spliced after the start token in word-embedding space.
 
-A prompt is ``[CLS] ctx_1 .. ctx_n tokens(suffix) [SEP]``. The frozen parts (``[CLS]``, the
-suffix word pieces, ``[SEP]``) are embedded once; each forward pass concatenates them with the
+A prompt is ``[start] ctx_1 .. ctx_n tokens(suffix) [end]``: ``[CLS] .. [SEP]`` for BiomedCLIP's
+BERT, ``<start_of_text> .. <end_of_text>`` for CLIP's own text transformer. The frozen parts (the
+start token, the suffix tokens, the end token) are embedded once; each forward pass concatenates them with the
 learnable context and runs every prompt in one batched text pass, padded only to the longest prompt.
 
 - :class:`SharedContextPrompt` (CoOp family): one context shared by all classes, suffix
@@ -21,7 +22,7 @@ from kmat.backbone import Backbone
 
 
 class PromptSuffixes(nn.Module):
-    """Frozen embeddings of ``[CLS]`` and of N suffixes (word pieces + ``[SEP]``), right-padded."""
+    """Frozen embeddings of the start token and of N suffixes (tokens + the end token), right-padded."""
 
     # buffers registered in __init__
     cls_embed: Tensor
@@ -30,7 +31,7 @@ class PromptSuffixes(nn.Module):
 
     def __init__(self, backbone: Backbone, suffixes: Sequence[str]) -> None:
         super().__init__()
-        ids = [backbone.token_ids(s) + [backbone.sep_id] for s in suffixes]
+        ids = [backbone.token_ids(s) + [backbone.end_id] for s in suffixes]
         length = max(len(x) for x in ids)
         padded = torch.full((len(ids), length), backbone.pad_id, dtype=torch.long)
         mask = torch.zeros(len(ids), length, dtype=torch.long)
@@ -39,7 +40,7 @@ class PromptSuffixes(nn.Module):
             mask[i, : len(x)] = 1
         with torch.no_grad():
             self.register_buffer(
-                "cls_embed", backbone.embed_tokens(torch.tensor([backbone.cls_id])).detach().clone()
+                "cls_embed", backbone.embed_tokens(torch.tensor([backbone.start_id])).detach().clone()
             )
             self.register_buffer("suffix_embed", backbone.embed_tokens(padded).detach().clone())
         self.register_buffer("suffix_mask", mask.to(self.suffix_embed.device))
@@ -74,7 +75,7 @@ def init_context_from_words(backbone: Backbone, words: str) -> Tensor:
 
 
 class SharedContextPrompt(nn.Module):
-    """CoOp-style prompts ``[CLS] V_1..V_n {classname}. [SEP]`` with a context shared by all classes."""
+    """CoOp-style prompts ``[start] V_1..V_n {classname}. [end]`` with a context shared by all classes."""
 
     def __init__(
         self,
@@ -112,7 +113,7 @@ class SharedContextPrompt(nn.Module):
 class FactorisedPrompt(nn.Module):
     """K-MaT's factorised prompt for class i and modality m (docs/methods.md, "K-MaT"):
 
-    ``P_i^m = [CLS] [V_shared]x n [V^m]x n (if MSC) [V_i^m]x n (if CSC) tokens("{classname} {modality}.") [SEP]``
+    ``P_i^m = [start] [V_shared]x n [V^m]x n (if MSC) [V_i^m]x n (if CSC) tokens("{classname} {modality}.") [end]``
 
     ``V_shared`` is shared by every class and modality; ``V^m`` is one set per modality (MSC);
     ``V_i^m`` one set per class, per modality when MSC is on and per class only when it is off (CSC).

@@ -1,4 +1,4 @@
-"""Write a BiomedCLIP-shaped open_clip model with random weights to a folder.
+"""Write a BiomedCLIP-shaped (or OpenAI-CLIP-shaped) open_clip model with random weights to a folder.
 
 Used by tests (``size="tiny"``: a few thousand parameters, CPU-fast) and by speed benchmarks
 (``size="full"``: the real BiomedCLIP architecture, timm ViT-B/16 + BERT-base with CLS pooling and
@@ -9,6 +9,11 @@ through open_clip's ``local-dir:`` path exactly like a downloaded BiomedCLIP cop
     open_clip_model.safetensors
     config.json             the BERT text tower's Hugging Face config
     vocab.txt, tokenizer_config.json, ...   the word-piece tokenizer
+
+``text="native"`` writes an ``open_clip.model.CLIP`` instead, with open_clip's own causal text
+transformer (OpenAI CLIP's layout: byte-pair vocabulary of 49408, context 77, end-token pooling,
+linear projection) and the same image tower. Its tokenizer is open_clip's ``SimpleTokenizer``,
+whose vocabulary ships with open_clip, so the folder holds only the config and the weights.
 """
 
 from __future__ import annotations
@@ -147,27 +152,64 @@ ARCHS: dict[str, tuple[dict[str, object], BertSize, int, int]] = {
 }
 
 
+TEXT_KINDS = ("hf", "native")
+
+# open_clip's own text transformer per size: (width, heads, layers); OpenAI CLIP's vocabulary and context
+NATIVE_TEXT: dict[str, tuple[int, int, int]] = {
+    "tiny": (32, 2, 2),
+    "demo": (96, 3, 3),
+    "reduced": (256, 4, 6),
+    "full": (512, 8, 12),  # OpenAI CLIP ViT-B/16's text transformer
+}
+CLIP_VOCAB_SIZE, CLIP_CONTEXT_LENGTH = 49408, 77
+
+
+def _native_text_cfg(size: str) -> dict[str, object]:
+    width, heads, layers = NATIVE_TEXT[size]
+    return {
+        "context_length": CLIP_CONTEXT_LENGTH,
+        "vocab_size": CLIP_VOCAB_SIZE,
+        "width": width,
+        "heads": heads,
+        "layers": layers,
+    }
+
+
 def write_tiny_biomedclip(
     folder: str | Path,
     size: str = "tiny",
     seed: int = 0,
     extra_words: Iterable[str] = (),
     state_dict: dict | None = None,
+    text: str = "hf",
 ) -> Path:
     """Write a random-weight BiomedCLIP-shaped open_clip model to ``folder`` and return it.
 
     ``size``: ``tiny`` (tests), ``reduced`` (ViT-S/16 + 6-layer BERT), ``full`` (BiomedCLIP's own
     architecture). ``extra_words`` extend the vocabulary. ``state_dict`` (optional) replaces the
-    random weights (used to save a trained demo backbone).
+    random weights (used to save a trained demo backbone). ``text="native"``: an OpenAI-CLIP-shaped
+    model instead (open_clip's own text transformer, see the module docstring; ``extra_words`` are
+    not needed: the byte-pair vocabulary covers any text).
     """
     import open_clip
-    from transformers import BertConfig
 
     if size not in ARCHS:
         raise ConfigError(f"size must be one of {sorted(ARCHS)}, got {size!r}")
+    if text not in TEXT_KINDS:
+        raise ConfigError(f"text must be one of {TEXT_KINDS}, got {text!r}")
     vision_cfg, bert_kwargs, embed_dim, context_length = ARCHS[size]
     folder = Path(folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    if text == "native":
+        model_cfg = {
+            "embed_dim": embed_dim,
+            "vision_cfg": dict(vision_cfg),
+            "text_cfg": _native_text_cfg(size),
+        }
+        torch.manual_seed(seed)
+        return _save(folder, open_clip.CLIP(**json.loads(json.dumps(model_cfg))), model_cfg, state_dict)
+
+    from transformers import BertConfig
 
     vocab = build_vocab(extra_words, size=30522 if size == "full" else None)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
@@ -198,6 +240,11 @@ def write_tiny_biomedclip(
     build_cfg = json.loads(json.dumps(model_cfg))
     build_cfg["text_cfg"]["hf_model_pretrained"] = False
     model = open_clip.CustomTextCLIP(**build_cfg)
+    return _save(folder, model, model_cfg, state_dict)
+
+
+def _save(folder: Path, model: torch.nn.Module, model_cfg: dict, state_dict: dict | None) -> Path:
+    """Write ``model`` (or ``state_dict`` loaded into it) and its open_clip config to ``folder``."""
     if state_dict is not None:
         model.load_state_dict(state_dict)
     atomic_save_safetensors(  # no checksum metadata: the file's sha256 is the backbone's identity

@@ -1,4 +1,4 @@
-"""The frozen vision-language backbone (BiomedCLIP and any open_clip model of its family).
+"""The frozen vision-language backbone: BiomedCLIP, any open_clip model of its family, and CLIP.
 
 A backbone is loaded from a spec string:
 
@@ -7,10 +7,14 @@ A backbone is loaded from a spec string:
 - ``local-dir:PATH``: an open_clip model folder (``open_clip_config.json`` + weights + tokenizer).
 
 It is frozen (``requires_grad=False``, ``eval()`` pinned). Besides encoding images and token ids,
-it encodes *prompts given as word embeddings* (docs/methods.md, "Prompt injection"): the learnable
-context is spliced right after ``[CLS]`` in the raw word-embedding space of the text tower, and the
-text transformer runs on ``inputs_embeds`` with the attention mask of the real tokens, then the
-CLS pooler and the projection. Padding beyond the longest real prompt is cut off.
+it encodes *prompts given as word embeddings* (docs/methods.md, "Prompt construction"): the
+learnable context is spliced right after the start token in the raw word-embedding space of the
+text tower, and the rest of the tower runs on them. Padding beyond the longest real prompt is cut off.
+
+Two kinds of text tower keep that contract (:class:`~kmat.backbone.text_tower.TextTower`, one
+module each): a Hugging Face BERT-like tower with ``[CLS]`` pooling (BiomedCLIP,
+:mod:`kmat.backbone.hf_text`) and open_clip's own causal text transformer with end-token pooling
+(OpenAI CLIP and its fine-tunes, :mod:`kmat.backbone.native_text`).
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ import json
 import logging
 import os
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kmat import PRECISIONS
+from kmat.backbone.hf_text import HFTextTower
+from kmat.backbone.native_text import NativeTextTower
+from kmat.backbone.text_tower import TextTower
 from kmat.errors import BackboneError, ConfigError
 from kmat.utils.cache import file_sha256
 
@@ -134,41 +141,16 @@ def _pin_eval(model: nn.Module) -> None:
 
 
 class _Tokenizer(Protocol):
-    """The parts of open_clip's ``HFTokenizer`` that kmat uses."""
+    """The parts of an open_clip tokenizer (``HFTokenizer``, ``SimpleTokenizer``) that kmat uses."""
 
     context_length: int  # set by open_clip's ``get_tokenizer`` from the model config
-    tokenizer: PreTrainedTokenizerBase
-    clean_fn: Callable[[str], str]
 
     def __call__(self, texts: list[str]) -> Tensor: ...
 
 
-class _BertEmbeddings(Protocol):
-    word_embeddings: nn.Embedding
-
-
-class _TextTransformer(Protocol):
-    """The Hugging Face (BERT-family) model inside open_clip's text tower."""
-
-    embeddings: _BertEmbeddings
-
-    def __call__(self, *, inputs_embeds: Tensor, attention_mask: Tensor) -> Any: ...
-
-
-class _TextTower(Protocol):
-    """The parts of open_clip's ``HFTextEncoder`` that kmat uses (``load_backbone`` checks for one)."""
-
-    transformer: _TextTransformer
-    config: Any  # the transformers config of ``transformer``
-    output_dim: int
-    pooler: Callable[[Any, Tensor], Tensor]
-    proj: Callable[[Tensor], Tensor]
-
-
 class _ClipModel(Protocol):
-    """The parts of open_clip's ``CustomTextCLIP`` that kmat uses."""
+    """The parts of an open_clip model (``CustomTextCLIP``, ``CLIP``) that kmat uses."""
 
-    text: _TextTower
     logit_scale: Tensor
 
     def encode_image(self, image: Tensor) -> Tensor: ...
@@ -176,9 +158,24 @@ class _ClipModel(Protocol):
     def encode_text(self, text: Tensor) -> Tensor: ...
 
 
+TEXT_TOWERS: tuple[type[TextTower], ...] = (HFTextTower, NativeTextTower)
+
+
+def text_tower(model: nn.Module, tokenizer: object, name: str = "the model") -> TextTower:
+    """The :class:`TextTower` of ``model``: the first kind in :data:`TEXT_TOWERS` that matches it."""
+    for kind in TEXT_TOWERS:
+        if kind.matches(model, tokenizer):
+            return kind(model, tokenizer)
+    raise BackboneError(
+        f"{name}: kmat needs an open_clip model with a Hugging Face (BERT-like) text tower (BiomedCLIP) "
+        f"or open_clip's own text transformer with CLIP's tokenizer (OpenAI CLIP); got "
+        f"{type(model).__name__} with {type(tokenizer).__name__}"
+    )
+
+
 @dataclass
 class Backbone:
-    """A frozen open_clip model with an HF (BERT-family) text tower."""
+    """A frozen open_clip model; its text tower is reached through a :class:`TextTower` of its kind."""
 
     model: nn.Module
     tokenizer: _Tokenizer
@@ -188,22 +185,35 @@ class Backbone:
     std: tuple[float, float, float]
     checkpoint: str | None = None
     precision: str = "fp32"  # "bf16": autocast the frozen towers to bfloat16 (GPU)
+    tower: TextTower | None = field(default=None, repr=False)  # None: found from model + tokenizer
     _identity: str | None = field(default=None, repr=False)
     _logit_scale: float | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tower is None:
+            self.tower = text_tower(self.model, self.tokenizer, self.name)
 
     # ------------------------------------------------------------------ properties
     @property
     def _clip(self) -> _ClipModel:
-        # open_clip is untyped: ``model`` is a CustomTextCLIP with an HF text tower (see load_backbone)
+        # open_clip is untyped: ``model`` is a CustomTextCLIP or CLIP (see load_backbone)
         return cast(_ClipModel, self.model)
 
     @property
-    def _tower(self) -> _TextTower:
-        return self._clip.text
+    def _text(self) -> TextTower:
+        if self.tower is None:  # set by __post_init__; for the type checker
+            raise BackboneError(f"{self.name}: no text tower")
+        return self.tower
+
+    @property
+    def text_kind(self) -> str:
+        """The kind of text tower: ``hf`` (BiomedCLIP's BERT) or ``native`` (OpenAI CLIP's transformer)."""
+        return self._text.kind
 
     @property
     def text(self) -> nn.Module:
-        return cast(nn.Module, self._clip.text)
+        """The text tower's modules."""
+        return self._text.module
 
     @property
     def device(self) -> torch.device:
@@ -222,36 +232,51 @@ class Backbone:
 
     @property
     def word_embeddings(self) -> nn.Embedding:
-        return self._tower.transformer.embeddings.word_embeddings
+        return self._text.word_embeddings
 
     @property
     def embed_width(self) -> int:
-        """Width of the raw word-embedding space (768 for PubMedBERT)."""
-        return int(self.word_embeddings.weight.shape[1])
+        """Width of the raw word-embedding space (768 for PubMedBERT, 512 for CLIP ViT-B/16)."""
+        return self._text.embed_width
 
     @property
     def output_dim(self) -> int:
-        return int(self._tower.output_dim)
+        return self._text.output_dim
 
     @property
     def context_length(self) -> int:
-        return int(self.tokenizer.context_length)
+        return self._text.context_length
 
     @property
     def _hf_tok(self) -> PreTrainedTokenizerBase:
-        return self.tokenizer.tokenizer
+        """The Hugging Face tokenizer of an HF text tower."""
+        if not isinstance(self.tower, HFTextTower):
+            raise BackboneError(f"{self.name}: the text tower is not a Hugging Face one")
+        return self.tower.hf_tokenizer
 
     @property
     def pad_id(self) -> int:
-        return int(self._tower.config.pad_token_id or 0)
+        return self._text.pad_id
+
+    @property
+    def start_id(self) -> int:
+        """The id every sequence starts with (``[CLS]``, ``<start_of_text>``)."""
+        return self._text.start_id
+
+    @property
+    def end_id(self) -> int:
+        """The id every sequence ends with (``[SEP]``, ``<end_of_text>``)."""
+        return self._text.end_id
 
     @property
     def cls_id(self) -> int:
-        return int(self._hf_tok.cls_token_id)
+        """Alias of :attr:`start_id` (BERT's name)."""
+        return self.start_id
 
     @property
     def sep_id(self) -> int:
-        return int(self._hf_tok.sep_token_id)
+        """Alias of :attr:`end_id` (BERT's name)."""
+        return self.end_id
 
     def identity(self) -> str:
         """A string that changes whenever the weights change: spec + sha256 of the weights."""
@@ -308,23 +333,21 @@ class Backbone:
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """Token ids (N, context_length) exactly as open_clip tokenizes them."""
-        return self.tokenizer(list(texts))
+        return self._text.tokenize(texts)
 
     def token_ids(self, text: str) -> list[int]:
-        """Word-piece ids of ``text`` without special tokens (same cleaning as :meth:`tokenize`)."""
-        return list(self._hf_tok(self.tokenizer.clean_fn(text), add_special_tokens=False)["input_ids"])
+        """Token ids of ``text`` without special tokens (same cleaning as :meth:`tokenize`)."""
+        return self._text.token_ids(text)
 
     def cut_padding(self, ids: Tensor) -> Tensor:
         """Drop the all-padding columns beyond the longest real sequence."""
-        real = (ids != self.pad_id).any(dim=0).nonzero()
-        length = int(real.max()) + 1 if len(real) else 1
-        return ids[:, :length]
+        return self._text.cut_padding(ids)
 
     def encode_text(self, ids: Tensor, normalize: bool = True) -> Tensor:
-        """Text features of token ids (the frozen tower's own path: ``model.encode_text``)."""
+        """Text features of token ids, as the model's own ``encode_text`` gives them (padding cut)."""
         ids = self.cut_padding(ids).to(self.device)
         with self.autocast():
-            feats = self._clip.encode_text(ids).float()
+            feats = self._text.encode_ids(ids).float()
         return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.no_grad()
@@ -338,13 +361,14 @@ class Backbone:
 
     def embed_tokens(self, ids: Tensor) -> Tensor:
         """Raw word embeddings of token ids (frozen table; no position/type embeddings)."""
-        return self.word_embeddings(ids.to(self.device))
+        return self._text.embed_tokens(ids.to(self.device))
 
     def encode_prompts(self, embeds: Tensor, attention_mask: Tensor, normalize: bool = True) -> Tensor:
         """Encode prompts given as raw word embeddings (N, L, width) with their mask (N, L).
 
-        ``g(P) = proj(pool(BERT(inputs_embeds=P, attention_mask=mask)))``; BERT adds position and
-        token-type embeddings itself, and pooling takes the ``[CLS]`` state. Gradients flow to
+        ``g(P)``: the text tower of the backbone's kind on ``P`` (see :class:`TextTower`): for BERT
+        ``proj(pool(BERT(inputs_embeds=P, attention_mask=mask)))``, for CLIP's own transformer
+        ``ln_final(transformer(P + pos))`` at the end token, projected. Gradients flow to
         ``embeds``; the tower's own weights are frozen.
         """
         if embeds.shape[1] > self.context_length:
@@ -353,9 +377,7 @@ class Backbone:
             )
         mask = attention_mask.to(self.device).long()
         with self.autocast():
-            out = self._tower.transformer(inputs_embeds=embeds.to(self.dtype), attention_mask=mask)
-            pooled = self._tower.pooler(out, mask)
-            feats = self._tower.proj(pooled).float()
+            feats = self._text.encode_embeds(embeds.to(self.device, self.dtype), mask).float()
         return F.normalize(feats, dim=-1) if normalize else feats
 
 
@@ -436,10 +458,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         if name.startswith("hf-hub:"):
             raise BackboneError(_offline_help(name, err)) from err
         raise BackboneError(f"could not load backbone {name!r}: {err}") from err
-    if not hasattr(model, "text") or not hasattr(model.text, "transformer"):
-        raise BackboneError(
-            f"{name}: kmat needs a BiomedCLIP-family model with a Hugging Face (BERT-like) text tower"
-        )
+    tower = text_tower(model, tokenizer, name)
     model.requires_grad_(False)
     _pin_eval(model)
     pcfg = open_clip.get_model_preprocess_cfg(model)
@@ -453,4 +472,5 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         mean=tuple(pcfg.get("mean", OPENAI_DATASET_MEAN)),
         std=tuple(pcfg.get("std", OPENAI_DATASET_STD)),
         checkpoint=str(checkpoint) if checkpoint is not None else None,
+        tower=tower,
     )
