@@ -63,9 +63,7 @@ def train(
         return history
     if not params:
         raise ConfigError(f"method {method.name!r} has no learnable parameters")
-    opt = torch.optim.SGD(
-        params, lr=lr_at(recipe, 0), momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
+    opt = method.optimizer(params, recipe)  # SGD unless the method's published recipe says otherwise
     device = method.backbone.device
     bar = progress(
         total=recipe.epochs, desc=f"training {method.name}", unit="epoch", disable=not show_progress

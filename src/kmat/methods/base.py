@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -221,6 +221,31 @@ class Method(nn.Module, Generic[C]):
         run records of the fit (``result.json``: ``fit``), e.g. a regularisation chosen on ``val``.
         Default: nothing."""
         return {}
+
+    def after_training(self, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
+        """Called once after the training loop with the high-end validation features and labels
+        (as :meth:`fit`). A method that chooses hyper-parameters on the validation split after
+        training (Tip-Adapter-F's alpha and beta) does it here; what it returns is added to the
+        run's record of the fit (``result.json``: ``fit``). Default: nothing."""
+        return {}
+
+    def optimizer(self, params: Sequence[Tensor], recipe: MethodConfig) -> torch.optim.Optimizer:
+        """The optimiser of the one loop over ``params`` (the loop sets every group's learning
+        rate each epoch from the recipe's schedule). Default: SGD with the recipe's momentum and
+        weight decay; a method whose published recipe uses another optimiser (Tip-Adapter-F:
+        AdamW) overrides this."""
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+
+    @classmethod
+    def views_needed(cls, cfg: MethodConfig, augment: bool) -> int:
+        """How many training views a run of this method reads: one per epoch with augmentation
+        (one in all without); a method that does not train but overrides :meth:`fit` reads view 0."""
+        n = int(cfg.epochs) if cls.trains else 0
+        if cls.fit is not Method.fit:
+            n = max(n, 1)
+        return n if augment else min(1, n)
 
     def backward(self, terms: dict[str, Tensor]) -> None:
         """Accumulate the gradients of a step from its loss terms (the loop zeroes them before and

@@ -444,12 +444,9 @@ def feature_keys(cfg: RunConfig) -> tuple[tuple, tuple]:
 
 
 def views_needed(cfg: RunConfig, task: Task) -> int:
-    """How many training views ``cfg``'s run reads: one per epoch (one in all without augmentation),
-    none for a method that does not train."""
-    if not get_method(cfg.method).trains:
-        return 0
-    epochs = int(getattr(resolve_method_config(cfg, task), "epochs", 0))
-    return epochs if cfg.augment else min(1, epochs)
+    """How many training views ``cfg``'s run reads (:meth:`kmat.methods.base.Method.views_needed`):
+    one per epoch (one in all without augmentation); none for a method that neither trains nor fits."""
+    return get_method(cfg.method).views_needed(resolve_method_config(cfg, task), cfg.augment)
 
 
 def encode_splits(
@@ -625,6 +622,7 @@ def _compute_run(
         show_progress=cfg.show_progress,
         on_epoch_end=_val_per_epoch(method, val_feats, task),
     )
+    fit_info = {**fit_info, **method.after_training(val_feats.get("high"))}
     timing["train_s"] = time.perf_counter() - t0
     check_finite(method)
     state = {k: v.detach().cpu().contiguous() for k, v in method.learnable_state().items()}
@@ -875,6 +873,11 @@ def evaluate_checkpoint(
     backbone = _backbone_for(cfg, backbone)
     check_backbone_identity(backbone, recorded, checkpoint, allow_backbone_mismatch)
     method = build_method(cfg, task_obj, backbone)
+    head_file = RunLayout.of(Path(checkpoint).parent).head
+    if head_file.is_file() or method.head():  # first: a fitted cache sets the shapes of what follows
+        from kmat.run.predict import load_head  # a fitted cache or classifier: restored by name
+
+        method.load_head(load_head(Path(checkpoint).parent))
     missing = set(method.learnable_state()) ^ set(state)
     if missing:
         raise CheckpointError(
@@ -893,11 +896,6 @@ def evaluate_checkpoint(
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v.to(own[k].device))
-    head_file = RunLayout.of(Path(checkpoint).parent).head
-    if head_file.is_file() or method.head():
-        from kmat.run.predict import load_head  # a fitted cache or classifier: restored by name
-
-        method.load_head(load_head(Path(checkpoint).parent))
     feats = _test_features(cfg, task_obj, backbone, FeatureStore(disk=cfg.feature_cache), split)
     if not feats:
         raise TaskError(f"{task_obj.folder}: no {split} images in either modality ({task_obj.name})")
