@@ -175,7 +175,7 @@ def test_clip_adapter_residual_and_logits_by_hand(backbone, loaded_toy_task):
         assert torch.allclose(residual_features(m.adapter, f, 0.0), f, atol=1e-6)  # alpha 0: zero-shot
     assert torch.allclose(m.text, m.ctx.zeroshot_embeddings())
     labels = torch.tensor([0, 1, 2, 0, 1])
-    assert float(m.loss(f, labels)["total"]) == pytest.approx(
+    assert float(m.loss(f, labels)["total"].detach()) == pytest.approx(
         float(F.cross_entropy(m.logit_scale * f_adapted @ m.text.T, labels)), rel=1e-5
     )
 
@@ -340,3 +340,46 @@ def test_the_five_methods_run_through_kmat_reproduce_table_2(
     assert {"alpha", "beta", "cache_size"} <= set(results["tip_adapter_f"]["fit"])
     assert "lr_W" in results["lp_pp"]["fit"]
     assert len(results["clip_adapter"]["history"]) == 2 and len(results["tip_adapter_f"]["history"]) == 2
+
+
+PUBLISHED = {  # (epochs, batch_size, lr, momentum, weight_decay, warmup_epochs): docs/methods.md, with sources
+    "linear_probe": (0, 1, 0.0, 0.9, 5e-4, 1),  # not trained by the loop
+    "lp_pp": (300, 1, 0.0, 0.9, 0.0, 0),  # 300 full-batch iterations, data-driven steps
+    "clip_adapter": (20, 32, 0.01, 0.0, 0.0, 1),
+    "tip_adapter": (0, 1, 0.0, 0.9, 5e-4, 1),  # training-free
+    "tip_adapter_f": (20, 32, 0.001, 0.9, 0.01, 0),  # AdamW: momentum unused
+}
+
+
+@pytest.mark.parametrize("name", IMAGE_SIDE)
+def test_published_recipes_are_pinned(name):
+    """A silent change of a published value fails here (change it with its source)."""
+    cfg = get_method(name).Config()
+    assert (
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        cfg.warmup_epochs,
+    ) == PUBLISHED[name]
+    if name == "linear_probe":
+        assert (cfg.c_min_exponent, cfg.c_max_exponent, cfg.c_exponent_step, cfg.refine_steps) == (
+            -6,
+            6,
+            2,
+            8,
+        )
+    if name == "lp_pp":
+        assert (cfg.alpha_every, cfg.alpha_init_scale, cfg.init_prototypes) == (10, 250.0, "sum")
+    if name.startswith("tip_adapter"):
+        assert (cfg.init_alpha, cfg.init_beta, cfg.search, cfg.search_scale, cfg.search_step) == (
+            1.0,
+            1.0,
+            True,
+            50.0,
+            200,
+        )
+        assert cfg.cache_views == 1
+    if name == "tip_adapter_f":
+        assert cfg.adam_eps == 1e-4
