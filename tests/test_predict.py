@@ -222,3 +222,19 @@ def test_a_run_of_an_unregistered_method_predicts_with_its_class_embeddings(
     save_file({"w": torch.zeros(2)}, str(tmp_path / "run" / "head.safetensors"))
     with pytest.raises(ValueError, match="not registered here"):
         predict_images(tmp_path / "run", [samples[0].path], backbone=backbone)
+
+
+@pytest.mark.parametrize("method", __import__("kmat.methods", fromlist=["x"]).available_methods())
+def test_every_method_predicts_from_its_run_folder_as_it_evaluated(
+    method, backbone, tiny_model_dir, toy_task_master, tmp_path
+):
+    """kmat predict from the run folder alone (class embeddings + head) makes the run's own
+    low-end decisions, for every registered method."""
+    res = _train_default(backbone, tiny_model_dir, toy_task_master, tmp_path / "run", method=method)
+    samples = load_task(toy_task_master).low.split("test")
+    preds = predict_images(tmp_path / "run", [s.path for s in samples], backbone=backbone)
+    classes = res["config"]["classes"]
+    cm = [[0] * 3 for _ in range(3)]
+    for s, p in zip(samples, preds, strict=True):
+        cm[s.label][classes.index(p.label)] += 1
+    assert cm == res["confusion"]["low"], f"{method}: predict decides otherwise than the run's evaluation"
