@@ -530,6 +530,8 @@ def search(study: Any, settings: TuneSettings, runner: TrialRunner, optuna: Any)
                 trial.set_user_attr("error", f"{type(outcome.error).__name__}: {outcome.error}")
                 study.tell(trial, state=TS.FAIL)
                 if outcome.fatal:  # a bug: recorded, then raised
+                    if outcome.error.__traceback__ is None:  # raised elsewhere: show where
+                        log.error("trial #%d failed on a worker:\n%s", number, outcome.traceback)
                     raise outcome.error
                 log.warning("trial #%d failed: %s", number, outcome.error)
                 shown = "failed"
