@@ -74,12 +74,12 @@ def trial_task(task: str | Task, select_on: str, data_root: str | None = None) -
 @dataclasses.dataclass
 class TrialInputs:
     """What a trial reads from its task's files, read ahead elsewhere: the task's descriptions
-    (``None``: read them if the method needs them), the ``select_on``-end validation features and
-    labels (:func:`encode_trial_val`), and the training views (:func:`kmat.run.runner.encode_views`:
-    as many as the trial's epochs need)."""
+    (``None``: read them if the method needs them), the validation features and labels per role
+    (:func:`encode_trial_val`), and the training views (:func:`kmat.run.runner.encode_views`: as
+    many as the trial's epochs need)."""
 
     descriptions: dict[str, dict[str, list[str]]] | None
-    val: tuple[torch.Tensor, torch.Tensor]
+    val: dict[str, tuple[torch.Tensor, torch.Tensor]]
     views: ViewFeatures
 
 
@@ -89,18 +89,24 @@ def encode_trial_val(
     select_on: str = "high",
     backbone: Backbone | None = None,
     store: FeatureStore | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The features and labels of the ``select_on``-end validation split that :func:`score_trial`
-    scores ``cfg``'s trial on (``task``: :func:`trial_task`'s)."""
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The validation features and labels a trial of ``cfg`` reads (``task``: :func:`trial_task`'s),
+    per role: the ``select_on``-end split it is scored on, and the high-end one that a method's
+    ``fit`` gets, as in a run (when the task has one; with ``select_on="high"`` the same)."""
     backbone = _backbone_for(cfg, backbone)
-    return encode_samples(
-        backbone,
-        task.modality(select_on).split("val"),
-        batch_size=_encode_batch(cfg, backbone),
-        desc=f"{select_on}-end val images",
-        show_progress=cfg.show_progress,
-        store=store if store is not None else FeatureStore(disk=cfg.feature_cache),
-    )
+    store = store if store is not None else FeatureStore(disk=cfg.feature_cache)
+    roles = [select_on] + (["high"] if select_on != "high" and task.high.split("val") else [])
+    return {
+        role: encode_samples(
+            backbone,
+            task.modality(role).split("val"),
+            batch_size=_encode_batch(cfg, backbone),
+            desc=f"{role}-end val images",
+            show_progress=cfg.show_progress,
+            store=store,
+        )
+        for role in roles
+    }
 
 
 def score_trial(
@@ -130,7 +136,7 @@ def score_trial(
         cfg, task, backbone, resolve_method_config(cfg, task), inputs.descriptions if inputs else None
     )
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
-    val = {select_on: inputs.val if inputs else encode_trial_val(cfg, task, select_on, backbone, store)}
+    val = inputs.val if inputs else encode_trial_val(cfg, task, select_on, backbone, store)
     t0 = time.perf_counter()
     feats: Callable[[int], tuple[torch.Tensor, torch.Tensor]] = (
         inputs.views
@@ -145,10 +151,11 @@ def score_trial(
             store=store,
         )
     )
+    method.fit(feats, val.get("high"))  # as a run does, before its loop
     history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
     train_s = time.perf_counter() - t0
     check_finite(method)
-    metrics = _val_metrics(method, val, task)[select_on]
+    metrics = _val_metrics(method, {select_on: val[select_on]}, task)[select_on]
     return {
         "objective": metrics["acc"],
         "val": metrics,
