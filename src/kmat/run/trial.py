@@ -151,8 +151,9 @@ def score_trial(
             store=store,
         )
     )
-    method.fit(feats, val.get("high"))  # as a run does, before its loop
+    method.fit(feats, val.get("high"))  # as a run does before its loop
     history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+    method.after_training(val.get("high"))  # and after it (e.g. Tip-Adapter-F's alpha and beta)
     train_s = time.perf_counter() - t0
     check_finite(method)
     metrics = _val_metrics(method, {select_on: val[select_on]}, task)[select_on]
