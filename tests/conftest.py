@@ -52,3 +52,14 @@ def loaded_toy_task(toy_task_master):
     from kmat.data.task import load_task
 
     return load_task(toy_task_master)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance per test module that asks for it (2 CPUs: two runs at a time), shut
+    down after the module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

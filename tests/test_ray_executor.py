@@ -31,16 +31,6 @@ def ray_test(fn):  # noqa: ANN001, ANN201
     return fn
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray instance for the module (2 CPUs: two runs at a time), shut down after it."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _reproduce(tiny_model_dir, task, out, *extra, methods=("zeroshot", "kmat"), seeds=("1", "2")):
     return main(
         [

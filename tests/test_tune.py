@@ -76,6 +76,9 @@ def test_tune_writes_trials_best_config_final_runs_and_figure(tiny_model_dir, to
         assert set(res["metrics"]) == {"high", "low", "h"}
     for label in ("Hi", "Lo", "H ", "protocol: high-val", f"best trial #{best['number']}"):
         assert label in printed
+    # the printout and OUT/table2.md show the final runs as a table row of their own, strict zero-shot
+    assert "| Dataset | | K-MaT tuned |" in printed and "†" not in printed
+    assert "| Dataset | | K-MaT tuned |" in (out / "table2.md").read_text()
 
     # best_config.json is a run config that `kmat train --config` accepts, and repeats the run
     cfg = json.loads((out / "best_config.json").read_text())
@@ -214,6 +217,14 @@ def test_low_val_reads_the_low_end_val_split_and_marks_every_result(
     assert summary["protocol"] == mark and summary["objective"].startswith("low-end validation")
     printed = capsys.readouterr().out
     assert mark in printed and "not zero-shot" in printed
+    # the printout's table and `kmat table OUT` mark the final runs as not strict zero-shot
+    assert "| Dataset | | K-MaT tuned† |" in printed and "† not strict zero-shot" in printed
+    (out / "table2.md").unlink()
+    assert main(["table", str(out), "--no-figures", "-q"]) == 0
+    table = (out / "table2.md").read_text()
+    assert "| Dataset | | K-MaT tuned† |" in table and "† not strict zero-shot" in table
+    with open(out / "results.csv", newline="") as fh:
+        assert [r["strict_zero_shot"] for r in csv.DictReader(fh)] == ["False"]
 
 
 @pytest.mark.parametrize(

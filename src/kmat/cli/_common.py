@@ -68,8 +68,9 @@ def flag_hint(err: KmatError) -> str:
     return f" [{flag}, or -o {field}=VALUE]"
 
 
-def add_executor_flags(p: argparse.ArgumentParser) -> None:
-    """``--executor`` and the Ray flags of a command that runs a grid."""
+def add_executor_flags(p: argparse.ArgumentParser, workers_help: str | None = None) -> None:
+    """``--executor`` and the Ray flags of a command that runs a grid (or trials: ``workers_help``
+    says what ``--workers`` counts there)."""
     g = p.add_argument_group("where the runs are computed (see the README, 'Run on a cluster')")
     g.add_argument(
         "--executor",
@@ -105,7 +106,8 @@ def add_executor_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="with --executor ray: at most N runs at a time (default: as many as the resources allow)",
+        help=workers_help
+        or "with --executor ray: at most N runs at a time (default: as many as the resources allow)",
     )
     g.add_argument(
         "--max-retries",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from kmat.cli._common import print_metrics
+from kmat.cli._common import add_executor_flags, executor_from_args, print_metrics
 from kmat.cli.options import add_method_flags, add_run_flags, method_options_from_args
 from kmat.errors import ConfigError
 
@@ -29,10 +30,14 @@ high-end validation split, averaged over --seeds; no low-end image or label is r
 final evaluation. --select-on low-val scores it on the low-end validation split: it peeks at the
 target modality, and every result it produces is marked "low-val (not strict zero-shot)".
 
-Trials run one after another in this process. OUT/optuna.db holds the study: run the same
-command again to resume an interrupted tune (finished trials are kept) or to add trials (a larger
---trials). Writes OUT/trials.csv, OUT/best_config.json (kmat train --config accepts it),
-OUT/final/seed<S>/ (the best configuration on both test splits), OUT/tune.png and OUT/tune.json.
+Trials run one after another in this process (--executor local, the default), or as Ray tasks
+(--executor ray: every run of a trial, one per seed, is a task; up to --workers trials are asked
+at once, TPE's constant liar keeping them apart). OUT/optuna.db holds the study: run the same
+command again to resume an interrupted tune (finished trials are kept, trials left running are
+marked interrupted) or to add trials (a larger --trials). Writes OUT/trials.csv,
+OUT/best_config.json (kmat train --config accepts it), OUT/final/seed<S>/ (the best configuration
+on both test splits), OUT/table2.md and OUT/results.csv (the final runs; `kmat table OUT`
+rebuilds them), OUT/tune.png and OUT/tune.json.
 """
 
 
@@ -73,6 +78,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     g.add_argument(
         "--no-final", dest="final", action="store_false", help="stop after the search (no final runs)"
     )
+    add_executor_flags(
+        p,
+        workers_help="with --executor ray: at most N trials at a time, each running its seeds' runs "
+        "together (default: as many as the resources allow)",
+    )
     add_run_flags(p, exclude=("out", "seed"))
     add_method_flags(p)
     p.set_defaults(func=run)
@@ -88,8 +98,6 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - kmat.tools.t
     method = getattr(args, "method", None) or "kmat"
     skip = {"task", "method", "out", "seed", "options", "show_progress"}
     run = {k: getattr(args, k) for k in options_of(RunConfig) if k not in skip and hasattr(args, k)}
-    from pathlib import Path
-
     task = Path(args.task).expanduser()
     return TuneSettings(  # a task folder recorded absolute: best_config.json must not depend on the cwd
         task=str(task.resolve()) if task.is_dir() else args.task,
@@ -117,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from kmat.tools.tune import tune
 
     settings = settings_from_args(args)
-    summary = tune(settings)
+    executor = executor_from_args(args)
+    summary = tune(settings, executor=executor)
     print_summary(summary)
     return 0
 
@@ -150,6 +159,10 @@ def print_summary(summary: dict) -> None:
         for s, m in final["metrics"].items():
             print(f"  seed {s}: Hi {m['high']['acc']:.2f}  Lo {m['low']['acc']:.2f}  H {m['h']['acc']:.2f}")
     files = summary["files"]
+    if files.get("table"):
+        print()
+        print(Path(files["table"]).read_text().rstrip())
+        print()
     print(f"wrote {files['trials']}, {files['best_config']}, {files['figure']}")
     if final:
         print(f"final runs: {', '.join(final['runs'].values())}")

@@ -3,6 +3,12 @@
 
 Across seeds: mean (and std) of each run's Hi, Lo and H (H is computed per run, then averaged).
 "Avg." rows: mean over tasks of the per-task means.
+
+The runs are a grid's (``OUT/runs``) and a tune's final runs (``OUT/final/seed<S>``: row label
+``<method> tuned``). A run that is not strictly zero-shot (:func:`kmat.run.schema.is_strict_zero_shot`:
+its configuration was chosen on low-end validation labels) gets a row label of its own ending in
+:data:`NOT_STRICT_MARK`, so it is never averaged with strict runs; the tables footnote the mark and
+``results.csv`` says ``strict_zero_shot`` per run.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 import logging
 import statistics
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,8 @@ from kmat.run.experiments import (
     TABLE2_METHODS,
     TASK_DISPLAY,
 )
-from kmat.run.layout import RunLayout, iter_grid_runs
-from kmat.run.schema import Result, differences, identity_of, read_checked_result
+from kmat.run.layout import RunLayout, iter_final_runs, iter_grid_runs
+from kmat.run.schema import Result, differences, identity_of, is_strict_zero_shot, read_checked_result
 from kmat.utils.cache import STALE_TMP_S
 from kmat.utils.io import atomic_write_bytes, output_errors, remove_stale_temp_files
 
@@ -36,6 +42,13 @@ log = logging.getLogger(__name__)
 
 METRIC_KEYS = [(role, m) for role in ("high", "low", "h") for m in ("acc", "macro_f1")]
 ROLE_LABEL = {"high": "Hi", "low": "Lo", "h": "H"}
+NOT_STRICT_MARK = "†"  # ends the row label of a run that is not strictly zero-shot
+NOT_STRICT_NOTE = (
+    f"{NOT_STRICT_MARK} not strict zero-shot: low-end validation labels chose the configuration "
+    "(`kmat tune --select-on low-val`); compare only with other such results (never averaged with "
+    "strict zero-shot runs)."
+)
+TUNED = "tuned"  # the row label of a tune's final runs: "<method> tuned"
 
 
 @dataclass
@@ -120,6 +133,8 @@ def _row(task: str, label: str, setting: str, layout: RunLayout, res: Result) ->
         "method_config": cfg.get("method_config"),
         "val": res.get("val"),
         "config_key": config_key(res),
+        "protocol": res.get("protocol") or "",
+        "strict_zero_shot": is_strict_zero_shot(res),
     }
 
 
@@ -144,8 +159,18 @@ def _mixed_cell(folder: Path, rows: list[dict]) -> str | None:
     return f"{folder}: runs of different configurations, not averaged (cell left out): " + "; ".join(diffs)
 
 
+def _runs_of(out: str | Path) -> Iterator[tuple[str | None, str, str, RunLayout]]:
+    """``(task, label, setting, layout)`` of a grid's runs, then of a tune's final runs (``task``
+    ``None``: the result's own task; label ``<method> tuned``, setting ``<shots>shot``, filled in by
+    :func:`read_runs` from the result)."""
+    yield from iter_grid_runs(out)
+    for layout in iter_final_runs(out):
+        yield None, TUNED, "", layout
+
+
 def read_runs(out: str | Path) -> RunSet:
-    """Every run under ``OUT/runs`` (:func:`kmat.run.layout.iter_grid_runs`), checked.
+    """Every run under ``OUT/runs`` (:func:`kmat.run.layout.iter_grid_runs`) and ``OUT/final``
+    (a tune's final runs, labelled ``<method> tuned``), checked.
 
     A run whose ``result.json`` is unreadable or not of the shape of
     :class:`kmat.run.schema.ResultModel` (e.g. a NaN metric) is left out and named in ``invalid``.
@@ -159,14 +184,19 @@ def read_runs(out: str | Path) -> RunSet:
     exactly one, keeps the plain label: ``kmat`` beside ``kmat [16shot-alpha=0.1]``);
     ``run_label`` keeps the folder's label. Rows also carry the run's given ``options``, its resolved
     ``method_config`` and its ``val`` block (``None`` when absent), for the sensitivity report.
+    A run that is not strictly zero-shot has :data:`NOT_STRICT_MARK` at the end of its ``label``
+    (and ``strict_zero_shot`` False): never averaged with strict runs, in any cell or "Avg." row.
     """
     runs = RunSet()
-    for task, label, setting, layout in iter_grid_runs(out):
+    for task, label, setting, layout in _runs_of(out):
         try:
             res = read_checked_result(layout.result)
         except ResultError as err:
             runs.invalid.append(str(err))
             continue
+        if task is None:  # a tune's final run
+            task, label = str(res["task"]), f"{res['method']} {label}"
+            setting = f"{res['shots']}shot"
         runs.rows.append(_row(task, label, setting, layout, res))
     settings: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in runs.rows:
@@ -177,6 +207,8 @@ def read_runs(out: str | Path) -> RunSet:
         plain = untagged[0] if len(untagged) == 1 else None  # the defaults keep the plain label
         if len(own) > 1 and r["setting"] != plain:
             r["label"] = f"{r['label']} [{r['setting']}]"
+        if not r["strict_zero_shot"]:
+            r["label"] += NOT_STRICT_MARK
     cells: dict[Path, list[dict]] = defaultdict(list)
     for r in runs.rows:
         cells[Path(r["folder"]).parent].append(r)
@@ -201,9 +233,11 @@ def collect(out: str | Path) -> list[dict]:
 
 
 def display_name(label: str) -> str:
-    """``"K-MaT [16shot-alpha=0.1]"`` for the row label ``"kmat [16shot-alpha=0.1]"``."""
-    base, sep, rest = label.partition(" [")
-    return dict(TABLE2_METHODS).get(base, base) + (sep + rest if sep else "")
+    """``"K-MaT [16shot-alpha=0.1]"`` for the row label ``"kmat [16shot-alpha=0.1]"``, ``"K-MaT tuned†"``
+    for ``"kmat tuned†"``."""
+    mark = NOT_STRICT_MARK if label.endswith(NOT_STRICT_MARK) else ""
+    base, sep, rest = label.removesuffix(NOT_STRICT_MARK).partition(" ")
+    return dict(TABLE2_METHODS).get(base, base) + sep + rest + mark
 
 
 def predicted_classes(confusion: list[list[int]] | None) -> int | None:
@@ -227,7 +261,7 @@ def write_results_csv(rows: list[dict], path: str | Path) -> Path:
     cols = (
         ["task", "label", "method", "seed", "shots", "tag", "backbone"]
         + [f"{r}_{m}" for r, m in METRIC_KEYS]
-        + ["low_predicted_classes", "path"]
+        + ["low_predicted_classes", "strict_zero_shot", "protocol", "path"]
     )
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -322,8 +356,10 @@ def table2_markdown(
                 a, f = c[f"{role}_acc"], c[f"{role}_macro_f1"]
                 out.append(f"{_fmt(a, std, a[0] == best['acc'])} ({_fmt(f, std, f[0] == best['macro_f1'])})")
             lines.append(f"| {title if i == 0 else ''} | {ROLE_LABEL[role]} | " + " | ".join(out) + " |")
-    note = seeds_note(agg, tasks, labels)
-    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+    notes = [seeds_note(agg, tasks, labels)]
+    if any(lab.endswith(NOT_STRICT_MARK) for lab in labels):
+        notes.append(NOT_STRICT_NOTE)
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes if note)
 
 
 def seeds_note(agg: dict, tasks: list[str], labels: list[str]) -> str:
@@ -533,9 +569,10 @@ def write_report(
             log.warning("left out of the tables: %s", problem)
     rows = runs.table_rows
     agg = aggregate(rows)
-    if tables is None:
+    if tables is None:  # a tune's folder (no runs/): Table 2 of its final runs only
         has_sens = any(r["run_label"] == SENSITIVITY_LABEL for r in rows)
-        tables = ("2", "3", "sensitivity") if has_sens else ("2", "3")
+        tables = ("2", "3") if (out / "runs").is_dir() or not rows else ("2",)
+        tables += ("sensitivity",) if has_sens else ()
     names = table_names(tables)
     texts = build_tables(out, rows, agg, std=std, compare_paper=compare_paper, tables=names, runs=runs)
     studies = sensitivity_studies(rows) if "sensitivity" in names else None

@@ -42,6 +42,7 @@ HISTORY_FILE = "history.csv"
 LOG_FILE = "log.txt"
 ERROR_FILE = "error.json"
 RUNS_DIR = "runs"
+FINAL_DIR = "final"  # kmat tune: OUT/final/seed<S>, the chosen configuration run on every seed
 RUN_FILES = frozenset(
     {
         RESULT_FILE,
@@ -192,3 +193,9 @@ def iter_grid_runs(out: str | Path) -> Iterator[tuple[str, str, str, RunLayout]]
     for path in sorted(Path(out).glob(f"{RUNS_DIR}/*/*/*/seed*/{RESULT_FILE}")):
         folder = path.parent
         yield folder.parts[-4], folder.parts[-3], folder.parts[-2], RunLayout(folder)
+
+
+def iter_final_runs(out: str | Path) -> Iterator[RunLayout]:
+    """The finished final runs of a ``kmat tune`` output folder (``OUT/final/seed<S>``), sorted."""
+    for path in sorted(Path(out).glob(f"{FINAL_DIR}/seed*/{RESULT_FILE}")):
+        yield RunLayout(path.parent)

@@ -55,6 +55,16 @@ class Result(TypedDict, total=False):
     tuning: dict[str, Any]  # the tune that chose it (study folder, objective, best trial)
 
 
+NOT_STRICT = "not strict zero-shot"  # in the protocol of a result that saw low-end labels before its test
+
+
+def is_strict_zero_shot(result: Result) -> bool:
+    """Whether a result is strictly zero-shot on the low-end modality: no low-end label chose any
+    of its settings. Every run is, unless its ``protocol`` says otherwise (``kmat tune
+    --select-on low-val``: ``"low-val (not strict zero-shot)"``)."""
+    return NOT_STRICT not in str(result.get("protocol") or "")
+
+
 def _percent(value: float) -> float:
     if not math.isfinite(value):
         raise PydanticCustomError("not_finite", "{value} is not a finite number", {"value": json_text(value)})

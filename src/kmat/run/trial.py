@@ -12,13 +12,22 @@ stripped of its low-end samples, and only the high-end train and val images are 
 for content leaks and encoded. ``select_on="low"`` scores on the low-end validation split (and
 reads no other low-end image), which peeks at the target modality: what it chooses is not a strict
 zero-shot result.
+
+An executor that runs trials elsewhere (:mod:`kmat.tools.ray_trials`) computes a trial's inputs
+ahead (:class:`TrialInputs`: the task's descriptions, the validation features
+(:func:`encode_trial_val`) and the training views (:func:`kmat.run.runner.encode_views`)), shares
+them between trials, and hands them to :func:`score_trial`, which then reads no file of the task and
+returns the same numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
 
 from kmat.backbone import Backbone
 from kmat.data.fewshot import sample_few_shot
@@ -30,6 +39,7 @@ from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.run.config import RunConfig
 from kmat.run.device import resolve_device
 from kmat.run.runner import (
+    ViewFeatures,
     _backbone_for,
     _encode_batch,
     _val_metrics,
@@ -61,18 +71,58 @@ def trial_task(task: str | Task, select_on: str, data_root: str | None = None) -
     return task
 
 
+@dataclasses.dataclass
+class TrialInputs:
+    """What a trial reads from its task's files, read ahead elsewhere: the task's descriptions
+    (``None``: read them if the method needs them), the validation features and labels per role
+    (:func:`encode_trial_val`), and the training views (:func:`kmat.run.runner.encode_views`: as
+    many as the trial's epochs need)."""
+
+    descriptions: dict[str, dict[str, list[str]]] | None
+    val: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    views: ViewFeatures
+
+
+def encode_trial_val(
+    cfg: RunConfig,
+    task: Task,
+    select_on: str = "high",
+    backbone: Backbone | None = None,
+    store: FeatureStore | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The validation features and labels a trial of ``cfg`` reads (``task``: :func:`trial_task`'s),
+    per role: the ``select_on``-end split it is scored on, and the high-end one that a method's
+    ``fit`` gets, as in a run (when the task has one; with ``select_on="high"`` the same)."""
+    backbone = _backbone_for(cfg, backbone)
+    store = store if store is not None else FeatureStore(disk=cfg.feature_cache)
+    roles = [select_on] + (["high"] if select_on != "high" and task.high.split("val") else [])
+    return {
+        role: encode_samples(
+            backbone,
+            task.modality(role).split("val"),
+            batch_size=_encode_batch(cfg, backbone),
+            desc=f"{role}-end val images",
+            show_progress=cfg.show_progress,
+            store=store,
+        )
+        for role in roles
+    }
+
+
 def score_trial(
     cfg: RunConfig,
     select_on: str = "high",
     backbone: Backbone | None = None,
     store: FeatureStore | None = None,
     task: Task | None = None,
+    inputs: TrialInputs | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` (``cfg.out`` is not used) and score it on the ``select_on``-end validation split.
 
     Returns ``{"objective": acc (%), "val": {"acc", "macro_f1", "n"}, "final_loss", "timing"}``;
     ``backbone``, ``store`` and ``task`` let trials share them. A diverged training is a
-    :class:`kmat.errors.TrainingDivergedError`, as in a run.
+    :class:`kmat.errors.TrainingDivergedError`, as in a run. With ``inputs`` (computed ahead, the
+    task's content checked by whoever computed them) the trial reads no file of the task.
     """
     t_start = time.perf_counter()
     seed_everything(cfg.seed, resolve_device(cfg.device))
@@ -80,36 +130,64 @@ def score_trial(
     backbone = _backbone_for(cfg, backbone)
     if store is None:
         store = FeatureStore(disk=cfg.feature_cache)
-    check_content_leaks(task)  # the high-end data it trains on
-    method = build_method(cfg, task, backbone, resolve_method_config(cfg, task))
+    if inputs is None:
+        check_content_leaks(task)  # the high-end data it trains on
+    method = build_method(
+        cfg, task, backbone, resolve_method_config(cfg, task), inputs.descriptions if inputs else None
+    )
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
-    val = {
-        select_on: encode_samples(
+    val = inputs.val if inputs else encode_trial_val(cfg, task, select_on, backbone, store)
+    t0 = time.perf_counter()
+    feats: Callable[[int], tuple[torch.Tensor, torch.Tensor]] = (
+        inputs.views
+        if inputs
+        else TrainFeatures(
             backbone,
-            task.modality(select_on).split("val"),
+            shots,
+            seed=cfg.seed,
+            augment=cfg.augment,
             batch_size=_encode_batch(cfg, backbone),
-            desc=f"{select_on}-end val images",
             show_progress=cfg.show_progress,
             store=store,
         )
-    }
-    t0 = time.perf_counter()
-    feats = TrainFeatures(
-        backbone,
-        shots,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        batch_size=_encode_batch(cfg, backbone),
-        show_progress=cfg.show_progress,
-        store=store,
     )
+    method.fit(feats, val.get("high"))  # as a run does before its loop
     history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
+    method.after_training(val.get("high"))  # and after it (e.g. Tip-Adapter-F's alpha and beta)
     train_s = time.perf_counter() - t0
     check_finite(method)
-    metrics = _val_metrics(method, val, task)[select_on]
+    metrics = _val_metrics(method, {select_on: val[select_on]}, task)[select_on]
     return {
         "objective": metrics["acc"],
         "val": metrics,
         "final_loss": history[-1].get("total") if history else None,
         "timing": {"train_s": train_s, "total_s": time.perf_counter() - t_start},
     }
+
+
+@dataclasses.dataclass
+class TrialFailure:
+    """A trial's run that failed: the error, its traceback text, and whether it stops the tune
+    (``fatal``: a bug; a kmat error, e.g. a diverged training, or a worker lost past its retries
+    fails only its trial and the search goes on)."""
+
+    error: BaseException
+    traceback: str
+    fatal: bool
+
+
+class TrialRunner(Protocol):
+    """Where trials' runs are computed. ``submit`` hands out the run of trial ``number`` at
+    ``seed``; ``next`` gives ``(number, seed, score | TrialFailure)`` of the next run to finish
+    (``score``: :func:`kmat.run.trial.score_trial`'s answer); ``drop`` forgets (cancels) the runs of
+    a trial still out; ``slots``: how many trials are in flight at most."""
+
+    slots: int
+
+    def submit(self, number: int, params: dict[str, Any], seed: int) -> None: ...
+
+    def next(self) -> tuple[int, int, dict[str, Any] | TrialFailure]: ...
+
+    def drop(self, number: int) -> None: ...
+
+    def close(self) -> None: ...

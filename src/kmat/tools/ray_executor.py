@@ -1,5 +1,7 @@
 """Grid runs as Ray tasks (``--executor ray``): one task per run, with the resources asked for
 (``--cpus-per-run``, ``--gpus-per-run``; fractions share a GPU), on a local Ray instance or a cluster.
+:class:`RayTasks` is the machinery underneath (start Ray, submit, take outcomes as they finish,
+cancel); ``kmat tune``'s trials use it too (:mod:`kmat.tools.ray_trials`).
 
 Features are computed once and shipped: one Ray task per task folder encodes its test and
 validation images, one per (task, shots, seed) group encodes the training views (as many as the
@@ -16,11 +18,12 @@ closing the results early (Ctrl-C on the driver) cancels the tasks still out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,14 @@ def _worker_backbone_and_store(cfg: Any) -> tuple[Any, Any]:
     return backbones[key], stores[cfg.feature_cache]
 
 
+def maybe_die(kill_marker: str | None) -> None:
+    """Tests only (:data:`KILL_ONCE_ENV`): the first task to get here, before training, dies as a
+    killed worker would (SIGKILL), leaving ``kill_marker`` behind so that its retry lives."""
+    if kill_marker and not Path(kill_marker).exists():
+        Path(kill_marker).write_text(f"{os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _encode_splits(cfg: Any, task: Any) -> SplitFeatures:
     """A feature task: the test and validation features of a task (reads its images)."""
     backbone, store = _worker_backbone_and_store(cfg)
@@ -99,16 +110,15 @@ def _train(
     kill_marker: str | None,
 ) -> RunOutput:
     """A run's task: train and evaluate on the features it is given (reads no image)."""
-
-    def maybe_die(*_: Any) -> None:  # tests: the first run to get here dies as a killed worker would
-        if kill_marker and not Path(kill_marker).exists():
-            Path(kill_marker).write_text(f"{os.getpid()}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
-
     backbone, store = _worker_backbone_and_store(cfg)
     inputs = RunInputs(identity=identity, descriptions=descriptions, splits=splits, views=views)
     return compute_run(
-        cfg, backbone=backbone, store=store, task=task, before_training=maybe_die, inputs=inputs
+        cfg,
+        backbone=backbone,
+        store=store,
+        task=task,
+        before_training=lambda *_: maybe_die(kill_marker),
+        inputs=inputs,
     )
 
 
@@ -172,17 +182,21 @@ class RayExecutor:
             ) from err
         return True
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Ray started (or joined) for the block, and shut down after it if this call started it:
+        the tasks of several :class:`RayTasks` (a tune's trials, then its final runs) share one
+        Ray instance."""
+        started = self._start()
+        try:
+            yield
+        finally:
+            if started:
+                import_ray().shutdown()
+
     def results(self, jobs: list[RunJob]) -> Generator[tuple[RunJob, RunOutput | RunFailure], None, None]:
         if not jobs:
             return
-        ray = import_ray()
-        started = self._start()
-        opts = {"num_cpus": self.cpus_per_run, "num_gpus": self.gpus_per_run, "max_retries": self.max_retries}
-        # a run that raises fails (recorded); only a task whose worker or node died is run again
-        splits_task = ray.remote(_encode_splits).options(**opts, retry_exceptions=False)
-        views_task = ray.remote(_encode_views).options(**opts, retry_exceptions=False)
-        train_task = ray.remote(_train).options(**opts, retry_exceptions=False)
-        kill_marker = os.environ.get(KILL_ONCE_ENV)
         # features: one task per task (test and validation images) and one per (task, shots, seed)
         # group (training views, as many as its longest run needs), handed to the group's runs
         # through the object store; dropped once the last run that reads them is back
@@ -193,56 +207,126 @@ class RayExecutor:
             n_views[view_key] = max(n_views.get(view_key, 0), views_needed(job.cfg, job.task))
             readers[split_key] += 1
             readers[view_key] += 1
-        task_refs: dict[str, Any] = {}  # each task's description put in the object store once
-        features: dict[tuple, Any] = {}
         todo = list(jobs)
-        out: dict[Any, RunJob] = {}
-        try:
-            while todo or out:
-                while todo and (self.workers is None or len(out) < self.workers):
+        with contextlib.closing(RayTasks(self)) as pool:
+            while todo or pool.out:
+                while todo and (self.workers is None or len(pool.out) < self.workers):
                     job = todo.pop(0)
                     split_key, view_key = feature_keys(job.cfg)
-                    if job.cfg.task not in task_refs:
-                        task_refs[job.cfg.task] = ray.put(job.task)
-                    task_ref = task_refs[job.cfg.task]
-                    if split_key not in features:
-                        features[split_key] = splits_task.remote(job.cfg, task_ref)
-                    if view_key not in features:
-                        features[view_key] = (
-                            views_task.remote(job.cfg, task_ref, n_views[view_key])
-                            if n_views[view_key]
-                            else ViewFeatures([], job.cfg.augment)
-                        )
-                    ref = train_task.remote(
-                        job.cfg,
-                        task_ref,
-                        job.identity,
-                        job.descriptions,
-                        features[split_key],
-                        features[view_key],
-                        kill_marker,
+                    task_ref = pool.put(job.cfg.task, job.task)
+                    splits = pool.feature(split_key, _encode_splits, job.cfg, task_ref)
+                    views = (
+                        pool.feature(view_key, _encode_views, job.cfg, task_ref, n_views[view_key])
+                        if n_views[view_key]
+                        else ViewFeatures([], job.cfg.augment)
                     )
-                    out[ref] = job
-                ready, _ = ray.wait(list(out), num_returns=1)
-                ref = ready[0]
-                job = out.pop(ref)
+                    args = (job.identity, job.descriptions, splits, views, pool.kill_marker)
+                    pool.submit(job, _train, job.cfg, task_ref, *args)
+                job, outcome = pool.next()
                 for key in feature_keys(job.cfg):
                     readers[key] -= 1
                     if readers[key] == 0:
-                        features.pop(key, None)
-                try:
-                    outcome: RunOutput | RunFailure = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:  # the run (or its features) raised
-                    cause = err.cause if isinstance(err.cause, BaseException) else err
-                    outcome = RunFailure(cause, _remote_traceback(err))
-                except ray.exceptions.RayError as err:  # a worker or node lost past the retries
-                    outcome = RunFailure(err, f"{type(err).__name__}: {err}")
+                        pool.features.pop(key, None)
                 yield job, outcome
-        finally:
-            for ref in list(out) + [f for f in features.values() if not isinstance(f, ViewFeatures)]:
-                try:  # interrupted: what is still out is cancelled, nothing of it is written
-                    ray.cancel(ref, force=False)  # no force: never kill a process from here
-                except Exception:  # noqa: BLE001, S110 - already finished or gone
-                    pass
-            if started:
-                ray.shutdown()
+
+
+class RayTasks:
+    """One batch of Ray work of a :class:`RayExecutor`: Ray started (or joined) for it, tasks
+    submitted with the executor's resources and their outcomes taken one at a time as they finish,
+    objects and feature tasks kept by key so that tasks share them through the object store.
+    :meth:`close` (also on Ctrl-C) cancels what is still out and shuts Ray down if it started it.
+
+    A task that raises comes back as a :class:`RunFailure` (not retried); a task whose worker or
+    node died is run again by Ray up to ``max_retries`` times, then is a :class:`RunFailure` too."""
+
+    def __init__(self, executor: RayExecutor) -> None:
+        self.ray = import_ray()
+        self.executor = executor
+        self.started = executor._start()
+        # a task that raises fails (recorded); only a task whose worker or node died is run again
+        self.options = {
+            "num_cpus": executor.cpus_per_run,
+            "num_gpus": executor.gpus_per_run,
+            "max_retries": executor.max_retries,
+            "retry_exceptions": False,
+        }
+        self.kill_marker = os.environ.get(KILL_ONCE_ENV)
+        self.out: dict[Any, Any] = {}  # task ref -> what the caller gave with it
+        self.features: dict[Any, Any] = {}  # key -> a feature task's ref
+        self._objects: dict[Any, Any] = {}  # key -> ray.put ref
+        self._remote: dict[Any, Any] = {}
+
+    def _fn(self, fn: Callable[..., Any]) -> Any:
+        if fn not in self._remote:
+            self._remote[fn] = self.ray.remote(fn).options(**self.options)
+        return self._remote[fn]
+
+    def put(self, key: Any, obj: Any) -> Any:
+        """``obj`` in the object store, once per ``key``."""
+        if key not in self._objects:
+            self._objects[key] = self.ray.put(obj)
+        return self._objects[key]
+
+    def feature(self, key: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """The ref of the task ``fn(*args)`` started once per ``key`` (kept until dropped from
+        :attr:`features`)."""
+        if key not in self.features:
+            self.features[key] = self._fn(fn).remote(*args)
+        return self.features[key]
+
+    def submit(self, tag: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """Start the task ``fn(*args)``; :meth:`next` gives back ``tag`` with its outcome."""
+        ref = self._fn(fn).remote(*args)
+        self.out[ref] = tag
+        return ref
+
+    def capacity(self) -> int:
+        """How many tasks the cluster's CPUs and GPUs run at once at the executor's resources per
+        task (at least 1)."""
+        total = self.ray.cluster_resources()
+        fits = [
+            int(total.get(name, 0) // per)
+            for name, per in (("CPU", self.executor.cpus_per_run), ("GPU", self.executor.gpus_per_run))
+            if per > 0
+        ]
+        return max(1, min(fits, default=1))
+
+    def next(self) -> tuple[Any, Any]:
+        """``(tag, outcome)`` of the next task to finish: its return value or a :class:`RunFailure`."""
+        ray = self.ray
+        ready, _ = ray.wait(list(self.out), num_returns=1)
+        tag = self.out.pop(ready[0])
+        try:
+            outcome = ray.get(ready[0])
+        except ray.exceptions.RayTaskError as err:  # the task (or the features it reads) raised
+            cause = err.cause if isinstance(err.cause, BaseException) else err
+            outcome = RunFailure(cause, _remote_traceback(err))
+        except ray.exceptions.RayError as err:  # a worker or node lost past the retries
+            outcome = RunFailure(err, f"{type(err).__name__}: {err}")
+        return tag, outcome
+
+    def cancel(self, refs: list[Any]) -> None:
+        """Cancel these tasks (without force: never kill a process from here); their outcomes are
+        forgotten."""
+        for ref in refs:
+            self.out.pop(ref, None)
+            try:
+                self.ray.cancel(ref, force=False)
+            except Exception:  # noqa: BLE001, S110 - already finished or gone
+                pass
+
+    def close(self) -> None:
+        """Cancel what is still out (interrupted: nothing of it is used) and stop Ray if started here."""
+        self.cancel(list(self.out) + [f for f in self.features.values() if isinstance(f, self.ray.ObjectRef)])
+        self.features.clear()
+        self._objects.clear()
+        if self.started:
+            self.started = False
+            self.ray.shutdown()
+
+
+def is_lost_worker(err: BaseException) -> bool:
+    """Whether a :class:`RunFailure`'s error is a worker or node lost past the retries (not an
+    error the task raised)."""
+    ray = import_ray()
+    return isinstance(err, ray.exceptions.RayError) and not isinstance(err, ray.exceptions.RayTaskError)

@@ -19,20 +19,28 @@ validation split of ``select_on``:
 - ``low-val``: the low-end validation split. This peeks at the target modality, so every result it
   produces says ``"protocol": "low-val (not strict zero-shot)"``.
 
-Trials run one after another in this process (sampler: Optuna's ask/tell; a trial is a function of
-its parameters and seed, so an executor can later run them elsewhere). The study lives in
-``OUT/optuna.db`` (SQLite): a tune that was interrupted resumes when the same command is run again
-(finished trials are kept; a trial that was running is marked interrupted and does not count; new
+The driver (:func:`search`) uses Optuna's ask/tell interface: it asks up to ``runner.slots`` trials
+at once, hands each trial's runs (one per seed) to a :class:`TrialRunner` and tells Optuna a
+trial's mean objective once its last run is back. The runner is :class:`LocalTrialRunner` (this
+process, one run after another: one trial at a time) or, with ``--executor ray``,
+:class:`kmat.tools.ray_trials.RayTrialRunner` (every run a Ray task; ``--workers`` trials in flight;
+TPE's constant liar counts the trials in flight as bad ones so that trials asked together spread
+out). A trial is a function of its parameters and seed, so both give the same objectives with one
+trial at a time. The study lives in ``OUT/optuna.db`` (SQLite): a tune that was interrupted
+resumes when the same command is run again (finished trials are kept; a trial that was running,
+including one a killed driver asked and never told, is marked interrupted and does not count; new
 trials run until ``trials`` have finished). Then the best configuration is run for real on each
-seed (:func:`kmat.run.runner.run`, ``OUT/final/seed<S>``: both test splits).
+seed (``OUT/final/seed<S>``: both test splits; with Ray, as Ray tasks written here, as a grid does).
 
 Outputs in ``OUT``: ``trials.csv``, ``best_config.json`` (a run config ``kmat train --config``
-accepts), ``final/seed<S>/``, ``tune.png`` (objective per trial with the running best, and the
-objective against each parameter) and ``tune.json`` (the summary).
+accepts), ``final/seed<S>/``, ``table2.md`` and ``results.csv`` (the final runs, as ``kmat table
+OUT`` writes them: a low-val tune's marked not strict zero-shot), ``tune.png`` (objective per trial
+with the running best, and the objective against each parameter) and ``tune.json`` (the summary).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -40,20 +48,28 @@ import logging
 import math
 import statistics
 import time
+import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmat.errors import ConfigError, KmatError
 from kmat.methods.config import OptionInfo, check_value, options_of, parse_value, type_name
 from kmat.run.config import MAX_SEED, RunConfig
+from kmat.run.layout import FINAL_DIR
+from kmat.run.schema import NOT_STRICT
+from kmat.run.trial import TrialFailure, TrialRunner
+
+if TYPE_CHECKING:
+    from kmat.tools.ray_executor import RayExecutor
 
 log = logging.getLogger(__name__)
 
 STUDY_NAME = "kmat-tune"
 SELECT_ON = {"high-val": "high", "low-val": "low"}
-PROTOCOL = {"high-val": "high-val", "low-val": "low-val (not strict zero-shot)"}
+PROTOCOL = {"high-val": "high-val", "low-val": f"low-val ({NOT_STRICT})"}
 SAMPLERS = ("tpe", "random")
 CATEGORICAL_TYPES = (bool, int, float, str, type(None))
 
@@ -240,7 +256,9 @@ def _optuna() -> Any:
 def _sampler(optuna: Any, settings: TuneSettings) -> Any:
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=settings.sampler_seed)
-    return optuna.samplers.TPESampler(seed=settings.sampler_seed)
+    # constant liar: a trial still running counts as a bad one, so that trials asked together (Ray,
+    # --workers > 1) spread out; one trial at a time never has another running: the same samples
+    return optuna.samplers.TPESampler(seed=settings.sampler_seed, constant_liar=True)
 
 
 def open_study(settings: TuneSettings, optuna: Any | None = None) -> Any:
@@ -422,6 +440,11 @@ def _mean_metrics(results: list[dict]) -> dict[str, dict[str, float]]:
 
 
 # --------------------------------------------------------------------------- the tune
+def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int) -> RunConfig:
+    """The run config of a trial's run at ``seed`` (its ``out`` is never written: a trial writes nothing)."""
+    return settings.run_config(seed, params, Path(settings.out) / "trials")
+
+
 def make_trial_fn(
     settings: TuneSettings, backbone: Any, store: Any, task: Any
 ) -> Callable[[dict[str, Any], int], dict[str, Any]]:
@@ -429,17 +452,130 @@ def make_trial_fn(
     from kmat.run.trial import score_trial
 
     role = SELECT_ON[settings.select_on]
-    scratch = Path(settings.out) / "trials"  # not written: a trial writes nothing
 
     def fn(params: dict[str, Any], seed: int) -> dict[str, Any]:
-        cfg = settings.run_config(seed, params, scratch)
-        return score_trial(cfg, role, backbone=backbone, store=store, task=task)
+        return score_trial(
+            trial_config(settings, params, seed), role, backbone=backbone, store=store, task=task
+        )
 
     return fn
 
 
-def tune(settings: TuneSettings) -> dict[str, Any]:
-    """Run (or resume) the search, then the final runs; returns the summary (``OUT/tune.json``)."""
+class LocalTrialRunner:
+    """Trials in this process, one run after another, sharing the backbone and feature store of ``fn``
+    (:func:`make_trial_fn`)."""
+
+    slots = 1
+
+    def __init__(self, fn: Callable[[dict[str, Any], int], dict[str, Any]]) -> None:
+        self.fn = fn
+        self.queue: deque[tuple[int, dict[str, Any], int]] = deque()
+
+    def submit(self, number: int, params: dict[str, Any], seed: int) -> None:
+        self.queue.append((number, params, seed))
+
+    def next(self) -> tuple[int, int, dict[str, Any] | TrialFailure]:
+        number, params, seed = self.queue.popleft()
+        try:
+            return number, seed, self.fn(params, seed)
+        except Exception as err:  # noqa: BLE001 - the search decides (a bug stops it)
+            return number, seed, TrialFailure(err, traceback.format_exc(), not isinstance(err, KmatError))
+
+    def drop(self, number: int) -> None:
+        self.queue = deque(q for q in self.queue if q[0] != number)
+
+    def close(self) -> None:
+        self.queue.clear()
+
+
+@dataclass
+class _Flight:
+    """A trial asked and not yet told: its runs' objectives as they come back."""
+
+    trial: Any
+    params: dict[str, Any]
+    t0: float
+    per_seed: dict[str, float] = field(default_factory=dict)
+
+
+def search(study: Any, settings: TuneSettings, runner: TrialRunner, optuna: Any) -> None:
+    """Ask and tell until ``settings.trials`` trials have finished: up to ``runner.slots`` trials
+    asked at once, each trial's runs (one per seed) handed to ``runner``, a trial told its mean
+    objective over the seeds once its last run is back (failed at its first failed run). Interrupted
+    (Ctrl-C, or a bug that stops the tune), every trial still in flight is told failed and marked
+    ``interrupted``: a rerun resumes without them."""
+    TS = optuna.trial.TrialState
+    csv_path = Path(settings.out) / "trials.csv"
+    distributions = {p.name: p.distribution() for p in settings.space}
+    n_done = _finished(study, optuna)
+    if n_done:
+        log.info(
+            "resuming %s: %d of %d trials finished", csv_path.parent / "optuna.db", n_done, settings.trials
+        )
+    flying: dict[int, _Flight] = {}
+    try:
+        while n_done + len(flying) < settings.trials or flying:
+            while len(flying) < runner.slots and n_done + len(flying) < settings.trials:
+                trial = study.ask(distributions)
+                flight = flying[trial.number] = _Flight(trial, dict(trial.params), time.perf_counter())
+                for seed in settings.seeds:
+                    runner.submit(trial.number, flight.params, seed)
+            number, seed, outcome = runner.next()
+            flight = flying[number]
+            trial = flight.trial
+            if isinstance(outcome, TrialFailure):
+                runner.drop(number)
+                del flying[number]
+                trial.set_user_attr("duration_s", time.perf_counter() - flight.t0)
+                trial.set_user_attr("error", f"{type(outcome.error).__name__}: {outcome.error}")
+                study.tell(trial, state=TS.FAIL)
+                if outcome.fatal:  # a bug: recorded, then raised
+                    if outcome.error.__traceback__ is None:  # raised elsewhere: show where
+                        log.error("trial #%d failed on a worker:\n%s", number, outcome.traceback)
+                    raise outcome.error
+                log.warning("trial #%d failed: %s", number, outcome.error)
+                shown = "failed"
+            else:
+                flight.per_seed[str(seed)] = float(outcome["objective"])
+                per_seed = {
+                    str(s): flight.per_seed[str(s)] for s in settings.seeds if str(s) in flight.per_seed
+                }
+                trial.set_user_attr("per_seed", per_seed)
+                if len(per_seed) < len(settings.seeds):
+                    continue
+                del flying[number]
+                trial.set_user_attr("duration_s", time.perf_counter() - flight.t0)
+                value = statistics.fmean(per_seed.values())
+                study.tell(trial, value)
+                shown = f"{value:.2f}"
+            n_done += 1
+            write_trials_csv(study, settings, csv_path)
+            best = _best(study, optuna)
+            log.info(
+                "trial %d/%d (#%d) %s -> %s (best %s)",
+                n_done,
+                settings.trials,
+                number,
+                " ".join(f"{k}={_short(v)}" for k, v in flight.params.items()),
+                shown,
+                "none" if best is None else f"{best.value:.2f}, #{best.number}",
+            )
+    except BaseException:  # Ctrl-C or a bug: the trials in flight do not count; rerunning resumes
+        for flight in flying.values():
+            flight.trial.set_user_attr("interrupted", True)
+            study.tell(flight.trial, state=TS.FAIL)
+        write_trials_csv(study, settings, csv_path)
+        raise
+    finally:
+        runner.close()
+
+
+def tune(settings: TuneSettings, executor: RayExecutor | None = None) -> dict[str, Any]:
+    """Run (or resume) the search, then the final runs; returns the summary (``OUT/tune.json``).
+
+    ``executor``: where the trials' runs and the final runs are computed (default: here, one after
+    another); a :class:`kmat.tools.ray_executor.RayExecutor` makes each of them a Ray task
+    (:mod:`kmat.tools.ray_trials`), this process still driving the study and writing every file."""
     from kmat.run.lock import run_lock
     from kmat.utils.io import check_output_folder, output_errors
 
@@ -448,67 +584,37 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
     check_output_folder(out)
     with output_errors(out):
         out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
-        return _tune(settings, out)
+    with run_lock(out), executor.session() if executor is not None else contextlib.nullcontext():
+        return _tune(settings, out, executor)
 
 
-def _tune(settings: TuneSettings, out: Path) -> dict[str, Any]:
+def _trial_runner(
+    settings: TuneSettings, executor: RayExecutor | None, backbone: Any, store: Any, task: Any
+) -> TrialRunner:
+    if executor is None:
+        return LocalTrialRunner(make_trial_fn(settings, backbone, store, task))
+    from kmat.tools.ray_trials import RayTrialRunner
+
+    def config(params: dict[str, Any], seed: int) -> RunConfig:
+        return trial_config(settings, params, seed)
+
+    return RayTrialRunner(executor, config, task, SELECT_ON[settings.select_on], len(settings.seeds))
+
+
+def _tune(settings: TuneSettings, out: Path, executor: RayExecutor | None = None) -> dict[str, Any]:
     from kmat.features import FeatureStore
     from kmat.run.runner import _backbone_for
     from kmat.run.trial import trial_task
 
     optuna = _optuna()
     study = open_study(settings, optuna)
-    TS = optuna.trial.TrialState
     first = settings.run_config(settings.seeds[0], {}, out)
     backbone = _backbone_for(first, None)
     store = FeatureStore(disk=first.feature_cache)
     role = SELECT_ON[settings.select_on]
     task = trial_task(settings.task, role, first.data_root)  # high-val: no low-end manifest read
-    fn = make_trial_fn(settings, backbone, store, task)
-    distributions = {p.name: p.distribution() for p in settings.space}
     csv_path = out / "trials.csv"
-    n_done = _finished(study, optuna)
-    if n_done:
-        log.info("resuming %s: %d of %d trials finished", out / "optuna.db", n_done, settings.trials)
-    while n_done < settings.trials:
-        trial = study.ask(distributions)
-        params = dict(trial.params)
-        t0 = time.perf_counter()
-        per_seed: dict[str, float] = {}
-        try:
-            for seed in settings.seeds:
-                per_seed[str(seed)] = fn(params, seed)["objective"]
-                trial.set_user_attr("per_seed", per_seed)
-            value = statistics.fmean(per_seed.values())
-            trial.set_user_attr("duration_s", time.perf_counter() - t0)
-            study.tell(trial, value)
-        except KmatError as err:  # e.g. a diverged training: the trial failed, the search goes on
-            trial.set_user_attr("duration_s", time.perf_counter() - t0)
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-            study.tell(trial, state=TS.FAIL)
-            log.warning("trial #%d failed: %s", trial.number, err)
-        except Exception as err:  # a bug: recorded, then raised
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-            study.tell(trial, state=TS.FAIL)
-            raise
-        except BaseException:  # Ctrl-C: the trial does not count; rerunning resumes
-            trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=TS.FAIL)
-            write_trials_csv(study, settings, csv_path)
-            raise
-        n_done += 1
-        write_trials_csv(study, settings, csv_path)
-        best = _best(study, optuna)
-        log.info(
-            "trial %d/%d (#%d) %s -> %s (best %s)",
-            n_done,
-            settings.trials,
-            trial.number,
-            " ".join(f"{k}={_short(v)}" for k, v in params.items()),
-            "failed" if len(per_seed) < len(settings.seeds) else f"{statistics.fmean(per_seed.values()):.2f}",
-            "none" if best is None else f"{best.value:.2f}, #{best.number}",
-        )
+    search(study, settings, _trial_runner(settings, executor, backbone, store, task), optuna)
     write_trials_csv(study, settings, csv_path)
     best = _best(study, optuna)
     if best is None:
@@ -537,6 +643,7 @@ def _tune(settings: TuneSettings, out: Path) -> dict[str, Any]:
         "seeds": list(settings.seeds),
         "sampler": settings.sampler,
         "sampler_seed": settings.sampler_seed,
+        "executor": "local" if executor is None else executor.name,
         "trials": {
             state: sum(1 for t in study.get_trials(deepcopy=False) if _state(t) == state)
             for state in ("complete", "failed", "interrupted")
@@ -555,9 +662,19 @@ def _tune(settings: TuneSettings, out: Path) -> dict[str, Any]:
         },
     }
     if settings.final:
-        summary["final"] = _final_runs(settings, out, dict(best.params), summary, backbone, store)
+        summary["final"] = _final_runs(settings, out, dict(best.params), summary, backbone, store, executor)
+        summary["files"]["table"] = str(_final_table(out))
     atomic_write_json(out / "tune.json", summary)
     return summary
+
+
+def _final_table(out: Path) -> Path:
+    """``OUT/table2.md`` and ``OUT/results.csv`` of the final runs (:func:`kmat.report.results.write_report`:
+    a run not strictly zero-shot is marked); the path of the table."""
+    from kmat.report.results import write_report
+
+    write_report(out, tables=("2",), figures=False)
+    return out / "table2.md"
 
 
 def _best(study: Any, optuna: Any) -> Any:
@@ -570,10 +687,17 @@ def _short(v: Any) -> str:
 
 
 def _final_runs(
-    settings: TuneSettings, out: Path, params: dict[str, Any], summary: dict, backbone: Any, store: Any
+    settings: TuneSettings,
+    out: Path,
+    params: dict[str, Any],
+    summary: dict,
+    backbone: Any,
+    store: Any,
+    executor: RayExecutor | None = None,
 ) -> dict[str, Any]:
     """The best configuration run for real on every seed (both test splits), in ``OUT/final/seed<S>``;
-    a folder that holds that run already is kept."""
+    a folder that holds that run already is kept. With ``executor`` the runs are its tasks, written
+    here (:func:`kmat.run.runner.write_run`, as a grid does)."""
     from kmat.data.task import load_task, resolve_task
     from kmat.run import runner
     from kmat.run.schema import CONFIG_KEYS, differences, read_result
@@ -589,9 +713,10 @@ def _final_runs(
         },
     }
     results: dict[str, dict] = {}
+    todo: list[RunConfig] = []
     full_task = None
     for seed in settings.seeds:
-        cfg = settings.run_config(seed, params, out / "final" / f"seed{seed}")
+        cfg = settings.run_config(seed, params, out / FINAL_DIR / f"seed{seed}")
         if full_task is None:  # the low-end data, read only now
             full_task = load_task(resolve_task(cfg.task, cfg.data_root))
         existing = runner.existing_identity(cfg.out)
@@ -607,11 +732,52 @@ def _final_runs(
             results[str(seed)] = dict(read_result(result_path))
             continue
         log.info("final run of the best configuration, seed %d -> %s", seed, cfg.out)
-        results[str(seed)] = runner.run(
-            cfg, backbone=backbone, store=store, task=full_task, overwrite=True, annotations=annotations
-        )
+        if executor is None:
+            results[str(seed)] = runner.run(
+                cfg, backbone=backbone, store=store, task=full_task, overwrite=True, annotations=annotations
+            )
+        else:
+            todo.append(cfg)
+    if todo:
+        assert executor is not None and full_task is not None
+        results.update(_final_runs_remote(todo, full_task, backbone, executor, annotations))
+    results = {str(s): results[str(s)] for s in settings.seeds}
     return {
-        "runs": {s: str(out / "final" / f"seed{s}") for s in results},
+        "runs": {s: str(out / FINAL_DIR / f"seed{s}") for s in results},
         "metrics": {s: r["metrics"] for s, r in results.items()},
         "mean": _mean_metrics(list(results.values())),
     }
+
+
+def _final_runs_remote(
+    cfgs: list[RunConfig], task: Any, backbone: Any, executor: RayExecutor, annotations: dict[str, Any]
+) -> dict[str, dict]:
+    """The final runs ``cfgs`` computed by ``executor`` (what a grid hands it: identity,
+    descriptions, the task checked here), each written here as it comes back; a run that fails
+    raises its error."""
+    from kmat.data.fingerprint import check_content_leaks
+    from kmat.run import runner
+    from kmat.run.executor import RunFailure, RunJob
+    from kmat.run.lock import run_lock
+
+    check_content_leaks(task)
+    jobs = [
+        RunJob(
+            index=i,
+            name=f"{FINAL_DIR}/seed{cfg.seed}",
+            cfg=cfg,
+            task=task,
+            identity=runner.run_identity(cfg, task, runner.resolve_method_config(cfg, task), backbone),
+            descriptions=runner.read_descriptions(cfg, task),
+        )
+        for i, cfg in enumerate(cfgs)
+    ]
+    results: dict[str, dict] = {}
+    with contextlib.closing(executor.results(jobs)) as outcomes:
+        for job, outcome in outcomes:
+            if isinstance(outcome, RunFailure):
+                raise outcome.error
+            outcome.result.update(annotations)
+            with run_lock(job.cfg.out):
+                results[str(job.cfg.seed)] = runner.write_run(job.cfg, outcome, overwrite=True)
+    return results
