@@ -298,7 +298,7 @@ def embeddings_2d(rows: list[dict], task: str, path: Path, classes: list[str] | 
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from kmat.run.predict import load_embeddings  # verified: a damaged file is refused by name
+    from kmat.run.artifacts import load_embeddings  # verified: a damaged file is refused by name
 
     runs = _embedding_runs(rows, task)
     if not runs:

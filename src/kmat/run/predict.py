@@ -27,11 +27,11 @@ from kmat.errors import BackboneError, CheckpointError, ConfigError, ImageError
 from kmat.methods import available_methods, get_method
 from kmat.methods.base import Deployment, Method
 from kmat.methods.config import resolve_config
+from kmat.run.artifacts import load_embeddings, load_head
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
 from kmat.run.runner import check_backbone_identity
 from kmat.run.schema import read_result
-from kmat.utils.io import DamagedFileError, read_safetensors
 
 ImageInput = str | Path | Image.Image | Tensor | np.ndarray
 """One image to predict: a file path, a PIL image, or a pixel array (:func:`kmat.data.images.image_of`)."""
@@ -91,12 +91,6 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
     return result, load_embeddings(layout.embeddings)
 
 
-def load_head(run_dir: str | Path) -> dict[str, Tensor]:
-    """A run's ``head.safetensors`` (verified), or ``{}`` for a run whose method saved none."""
-    path = RunLayout.of(run_dir).head
-    return load_embeddings(path) if path.is_file() else {}
-
-
 def deployment(
     result: dict, embeddings: dict[str, Tensor], head: dict[str, Tensor], backbone: Backbone
 ) -> tuple[type[Method], Deployment]:
@@ -126,19 +120,6 @@ def deployment(
         logit_scale=float(scale),
     )
     return cls, dep
-
-
-def load_embeddings(path: str | Path) -> dict[str, Tensor]:
-    """A run's ``class_embeddings.safetensors`` (modality role -> class embeddings), verified."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; train the run again to write it")
-    try:
-        return read_safetensors(path)[0]
-    except (OSError, DamagedFileError) as err:
-        raise CheckpointError(
-            f"{path}: damaged or unreadable ({err}); train the run again to rewrite it"
-        ) from err
 
 
 @dataclass

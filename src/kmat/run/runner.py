@@ -42,6 +42,7 @@ from kmat.methods import get_method
 from kmat.methods.base import Method, MethodContext
 from kmat.methods.config import MethodConfig, resolve_config
 from kmat.metrics import classification_metrics, cross_modal_summary
+from kmat.run.artifacts import load_head
 from kmat.run.config import RunConfig
 from kmat.run.device import encode_batch_size, resolve_device
 from kmat.run.layout import RunLayout
@@ -875,8 +876,6 @@ def evaluate_checkpoint(
     method = build_method(cfg, task_obj, backbone)
     head_file = RunLayout.of(Path(checkpoint).parent).head
     if head_file.is_file() or method.head():  # first: a fitted cache sets the shapes of what follows
-        from kmat.run.predict import load_head  # a fitted cache or classifier: restored by name
-
         method.load_head(load_head(Path(checkpoint).parent))
     missing = set(method.learnable_state()) ^ set(state)
     if missing:
