@@ -614,18 +614,10 @@ def _compute_run(
         )
     else:
         feats = inputs.views
-    fit_info = method.fit(feats, val_feats.get("high"))
-    history = train(
-        method,
-        feats,
-        method.cfg,
-        seed=cfg.seed,
-        show_progress=cfg.show_progress,
-        on_epoch_end=_val_per_epoch(method, val_feats, task),
+    history, fit_info = fit_and_train(
+        cfg, method, feats, val_feats.get("high"), on_epoch_end=_val_per_epoch(method, val_feats, task)
     )
-    fit_info = {**fit_info, **method.after_training(val_feats.get("high"))}
     timing["train_s"] = time.perf_counter() - t0
-    check_finite(method)
     state = {k: v.detach().cpu().contiguous() for k, v in method.learnable_state().items()}
     metadata = {"config": json.dumps(_checkpoint_config(cfg, method)), "method": method.name}
 
@@ -652,6 +644,25 @@ def _compute_run(
         identity=expected,
         head=head,
     )
+
+
+def fit_and_train(
+    cfg: RunConfig,
+    method: Method,
+    feats: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    val_high: tuple[torch.Tensor, torch.Tensor] | None,
+    on_epoch_end: Callable[[int], dict[str, float]] | None = None,
+) -> tuple[list[dict], dict[str, Any]]:
+    """The training of a run and of a tuning trial, one code path: the method's ``fit`` hook, the
+    one loop, its ``after_training`` hook, then the finiteness check. Returns ``(history, fit)``
+    (``fit``: what the hooks recorded)."""
+    fit_info = method.fit(feats, val_high)
+    history = train(
+        method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress, on_epoch_end=on_epoch_end
+    )
+    fit_info = {**fit_info, **method.after_training(val_high)}
+    check_finite(method)
+    return history, fit_info
 
 
 def _open_run_folder(final: RunLayout) -> RunLayout:

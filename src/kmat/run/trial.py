@@ -33,7 +33,6 @@ from kmat.backbone import Backbone
 from kmat.data.fewshot import sample_few_shot
 from kmat.data.fingerprint import check_content_leaks
 from kmat.data.task import Task, load_task, resolve_task
-from kmat.engine import train
 from kmat.errors import ConfigError, TaskError
 from kmat.features import FeatureStore, TrainFeatures, encode_samples
 from kmat.run.config import RunConfig
@@ -44,7 +43,7 @@ from kmat.run.runner import (
     _encode_batch,
     _val_metrics,
     build_method,
-    check_finite,
+    fit_and_train,
     resolve_method_config,
     seed_everything,
 )
@@ -151,11 +150,8 @@ def score_trial(
             store=store,
         )
     )
-    method.fit(feats, val.get("high"))  # as a run does before its loop
-    history = train(method, feats, method.cfg, seed=cfg.seed, show_progress=cfg.show_progress)
-    method.after_training(val.get("high"))  # and after it (e.g. Tip-Adapter-F's alpha and beta)
+    history, _ = fit_and_train(cfg, method, feats, val.get("high"))  # exactly as a run trains
     train_s = time.perf_counter() - t0
-    check_finite(method)
     metrics = _val_metrics(method, {select_on: val[select_on]}, task)[select_on]
     return {
         "objective": metrics["acc"],
