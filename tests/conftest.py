@@ -60,6 +60,7 @@ def ray_local():
     down after the module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # this machine holds the test data: it offers the data resource (--data-resource kmat_data)
+    ray.init(num_cpus=2, resources={"kmat_data": 1}, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

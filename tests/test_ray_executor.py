@@ -215,6 +215,33 @@ def test_run_that_raises_on_a_worker_is_recorded(tiny_model_dir, toy_task, tmp_p
     assert "1 run(s) failed" in capsys.readouterr().err
 
 
+@ray_test
+def test_feature_tasks_run_only_where_the_data_resource_is(
+    tiny_model_dir, toy_task_master, tmp_path, ray_local, capsys
+):
+    """--data-resource NAME: the image-reading feature tasks ask for a sliver of NAME (so Ray puts
+    them on the nodes that hold the datasets), the training runs do not; a cluster where no node
+    offers NAME is one line before anything runs."""
+    from kmat.tools.ray_executor import DATA_RESOURCE_SLIVER, RayExecutor, RayTasks
+
+    pool = RayTasks(RayExecutor(data_resource="kmat_data"))
+    try:
+        assert pool.feature_options["resources"] == {"kmat_data": DATA_RESOURCE_SLIVER}
+        assert "resources" not in pool.options
+    finally:
+        pool.close()
+    out = tmp_path / "rep"
+    args = ("--executor", "ray", "--data-resource", "kmat_data")
+    assert _reproduce(tiny_model_dir, toy_task_master, out, *args, methods=("kmat",), seeds=("1",)) == 0
+    assert len(_runs(out)) == 1
+    capsys.readouterr()
+    args = ("--executor", "ray", "--data-resource", "gpu_with_data")
+    assert _reproduce(tiny_model_dir, toy_task_master, tmp_path / "b", *args, methods=("kmat",)) == 2
+    err = capsys.readouterr().err
+    assert "no node of the Ray cluster offers the resource 'gpu_with_data'" in err and "ray start" in err
+    assert _runs(tmp_path / "b") == []
+
+
 def test_executor_ray_without_ray_is_one_line(tiny_model_dir, toy_task_master, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as without the extra
     out = tmp_path / "rep"
@@ -234,6 +261,8 @@ def test_ray_flags_need_the_ray_executor(tiny_model_dir, toy_task_master, tmp_pa
     out = tmp_path / "rep"
     assert _reproduce(tiny_model_dir, toy_task_master, out, "--gpus-per-run", "0.25") == 2
     assert "--gpus-per-run: only with --executor ray" in capsys.readouterr().err
+    assert _reproduce(tiny_model_dir, toy_task_master, out, "--data-resource", "kmat_data") == 2
+    assert "--data-resource: only with --executor ray" in capsys.readouterr().err
     assert _reproduce(tiny_model_dir, toy_task_master, out, "--executor", "ray", "--workers", "0") == 2
     assert "kmat: error: --executor ray: 0 runs at a time: at least 1\n" in capsys.readouterr().err
 

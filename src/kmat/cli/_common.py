@@ -116,6 +116,13 @@ def add_executor_flags(p: argparse.ArgumentParser, workers_help: str | None = No
         metavar="N",
         help="with --executor ray: times a run is retried when its worker or node dies (default 2)",
     )
+    g.add_argument(
+        "--data-resource",
+        default=None,
+        metavar="NAME",
+        help="with --executor ray: encode images only on the nodes that offer this Ray resource (started "
+        "with ray start --resources '{\"NAME\": 1}': the nodes holding the datasets); default: any node",
+    )
 
 
 def executor_from_args(args: argparse.Namespace) -> Any:
@@ -130,6 +137,7 @@ def executor_from_args(args: argparse.Namespace) -> Any:
                 ("--cpus-per-run", "cpus_per_run", 1.0),
                 ("--workers", "workers", None),
                 ("--max-retries", "max_retries", 2),
+                ("--data-resource", "data_resource", None),
             )
             if getattr(args, name) != default
         ]
@@ -146,6 +154,7 @@ def executor_from_args(args: argparse.Namespace) -> Any:
             gpus_per_run=args.gpus_per_run,
             workers=args.workers,
             max_retries=args.max_retries,
+            data_resource=args.data_resource,
         )
     except ConfigError as err:
         raise ConfigError(f"--executor ray: {err}") from None

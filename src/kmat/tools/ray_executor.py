@@ -41,6 +41,7 @@ from kmat.run.runner import (
     views_needed,
 )
 
+DATA_RESOURCE_SLIVER = 0.001  # what a feature task asks of the data resource: never the limit
 KILL_ONCE_ENV = "KMAT_TEST_KILL_WORKER_ONCE"  # tests only: a marker file path; see _train
 
 _WORKER: dict[str, Any] = {}  # per worker process: the backbones and the feature store it keeps
@@ -134,7 +135,12 @@ def _remote_traceback(err: BaseException) -> str:
 class RayExecutor:
     """Runs as Ray tasks. ``address``: ``None`` starts a local Ray instance (``num_cpus``: its CPUs,
     default all), ``"auto"`` or ``HOST:PORT`` joins a running cluster; an already initialised Ray
-    (this process called ``ray.init``) is used as it is. ``workers`` caps the runs in flight."""
+    (this process called ``ray.init``) is used as it is. ``workers`` caps the runs in flight.
+
+    ``data_resource``: the name of a Ray custom resource that the nodes holding the datasets offer
+    (``ray start ... --resources '{"kmat_data": 1}'``): the feature tasks, which read the images,
+    ask for a sliver of it and so run only there; training runs, which read no image, go anywhere.
+    Without it a feature task may land on any node, and every node needs the datasets."""
 
     name = "ray"
 
@@ -146,6 +152,7 @@ class RayExecutor:
         workers: int | None = None,
         max_retries: int = 2,
         num_cpus: int | None = None,
+        data_resource: str | None = None,
     ) -> None:
         import_ray()
         if cpus_per_run < 0 or gpus_per_run < 0:
@@ -162,6 +169,9 @@ class RayExecutor:
         self.workers = workers
         self.max_retries = max_retries
         self.num_cpus = num_cpus
+        if data_resource is not None and not data_resource.strip():
+            raise ConfigError("the data resource needs a name (e.g. kmat_data)")
+        self.data_resource = data_resource
 
     def _start(self) -> bool:
         """Connect to (or start) Ray; whether this call started it (and so shuts it down)."""
@@ -171,6 +181,8 @@ class RayExecutor:
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         if self.address is None:
             kw["num_cpus"] = self.num_cpus
+            if self.data_resource:  # this machine reads the images: it offers the resource
+                kw["resources"] = {self.data_resource: 1}
         else:
             kw["address"] = self.address
         try:
@@ -244,7 +256,7 @@ class RayTasks:
         self.executor = executor
         self.started = executor._start()
         # a task that raises fails (recorded); only a task whose worker or node died is run again
-        self.options = {
+        self.options: dict[str, Any] = {
             "num_cpus": executor.cpus_per_run,
             "num_gpus": executor.gpus_per_run,
             "max_retries": executor.max_retries,
@@ -255,11 +267,25 @@ class RayTasks:
         self.features: dict[Any, Any] = {}  # key -> a feature task's ref
         self._objects: dict[Any, Any] = {}  # key -> ray.put ref
         self._remote: dict[Any, Any] = {}
+        self.feature_options: dict[str, Any] = dict(self.options)
+        if executor.data_resource:  # image-reading tasks only where the datasets are
+            have = self.ray.cluster_resources().get(executor.data_resource, 0)
+            if have <= 0:
+                self.close()
+                raise ConfigError(
+                    f"no node of the Ray cluster offers the resource {executor.data_resource!r}: start the "
+                    f"nodes that hold the datasets with `ray start ... --resources "
+                    f"'{{\"{executor.data_resource}\": 1}}'`"
+                )
+            self.feature_options["resources"] = {executor.data_resource: DATA_RESOURCE_SLIVER}
 
-    def _fn(self, fn: Callable[..., Any]) -> Any:
-        if fn not in self._remote:
-            self._remote[fn] = self.ray.remote(fn).options(**self.options)
-        return self._remote[fn]
+    def _fn(self, fn: Callable[..., Any], feature: bool = False) -> Any:
+        key = (fn, feature)
+        if key not in self._remote:
+            self._remote[key] = self.ray.remote(fn).options(
+                **(self.feature_options if feature else self.options)
+            )
+        return self._remote[key]
 
     def put(self, key: Any, obj: Any) -> Any:
         """``obj`` in the object store, once per ``key``."""
@@ -271,7 +297,7 @@ class RayTasks:
         """The ref of the task ``fn(*args)`` started once per ``key`` (kept until dropped from
         :attr:`features`)."""
         if key not in self.features:
-            self.features[key] = self._fn(fn).remote(*args)
+            self.features[key] = self._fn(fn, feature=True).remote(*args)
         return self.features[key]
 
     def submit(self, tag: Any, fn: Callable[..., Any], *args: Any) -> Any:
