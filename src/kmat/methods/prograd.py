@@ -18,6 +18,7 @@ classify both modalities (deployment: the class embeddings, as CoOp).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,7 +113,7 @@ class ProGrad(SharedPromptMethod[ProGradConfig]):
         terms["conflict"] = torch.tensor(float(conflict))
 
 
-def _flatten(grads: tuple[Tensor | None, ...], params: list[Tensor]) -> Tensor:
+def _flatten(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
     """One vector of the gradients (zeros for a parameter a loss does not reach)."""
     return torch.cat(
         [
