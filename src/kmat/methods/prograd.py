@@ -54,6 +54,13 @@ class ProGradConfig(SharedPromptConfig):
     zs_template: str = option(
         "a photo of a {classname}.", "hand-written prompt of the zero-shot embeddings t^zs"
     )
+    gap_tol: float = option(
+        1e-6,
+        "no projection while max |softmax(z/T) - softmax(z_zs/T)| <= gap_tol: the prompts then agree "
+        "with the zero-shot prediction to float precision and G_g is rounding noise (0: always project "
+        "on the sign of G_d.G_g)",
+        min=0,
+    )
 
 
 def general_loss(z: Tensor, z_zs: Tensor, T: float) -> Tensor:
@@ -84,26 +91,41 @@ class ProGrad(SharedPromptMethod[ProGradConfig]):
     task_defaults = published_task_defaults(dermamnist={"T": 4.0})
 
     def loss(self, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """``{"ce": L_d, "kl": L_g, "total": L_d}``: ``total`` is the domain loss whose (projected)
-        gradient is followed; :meth:`backward` makes the step from ``ce`` and ``kl``."""
+        """``{"ce": L_d, "kl": L_g, "gap": ..., "total": L_d}``: ``total`` is the domain loss whose
+        (projected) gradient is followed; :meth:`backward` makes the step from ``ce`` and ``kl``.
+        ``gap = max_(b,c) |softmax(z/T) - softmax(z_zs/T)|`` (no gradient): how far the prompts'
+        prediction is from the zero-shot one (``dL_g/dz = T (softmax(z/T) - softmax(z_zs/T)) / B``)."""
         z, _ = self.ce_logits(feats)
         ce = cross_entropy(z, labels)
         t_zs = self.ctx.zeroshot_embeddings(self.cfg.zs_template)
         z_zs = self.logit_scale * feats.to(t_zs.device) @ t_zs.T
         kl = general_loss(z, z_zs, self.cfg.T)
-        return {"ce": ce, "kl": kl, "total": ce}
+        with torch.no_grad():
+            T = self.cfg.T
+            gap = (F.softmax(z / T, dim=-1) - F.softmax(z_zs.to(z.dtype) / T, dim=-1)).abs().max()
+        return {"ce": ce, "kl": kl, "gap": gap, "total": ce}
 
     def backward(self, terms: dict[str, Tensor]) -> None:
         """Write ``G`` (:func:`prograd_direction` of ``G_d = dce/dV`` and ``G_g = dkl/dV``, all
         learnable parameters flattened into one vector) into the parameters' ``.grad``.
 
+        While ``gap <= gap_tol`` (e.g. at the start, where the context is the zero-shot prompt's words
+        and the prompts reproduce the zero-shot logits) ``G = G_d``: ``G_g`` is then float rounding
+        noise, whose direction the projection would otherwise follow as if it were knowledge (the
+        projection does not depend on the size of ``G_g``), and whose sign may differ between machines.
+
         Adds the term ``conflict`` (1.0 when the gradients conflicted and were projected, else 0.0)
         to ``terms``, so that the loop's history shows the fraction of steps projected per epoch."""
         params = [p for p in self.parameters() if p.requires_grad]
-        g_d = torch.autograd.grad(terms["ce"], params, retain_graph=True, allow_unused=True)
-        g_g = torch.autograd.grad(terms["kl"], params, allow_unused=True)
-        flat_d = _flatten(g_d, params)
-        g, conflict = prograd_direction(flat_d, _flatten(g_g, params), self.cfg.prograd_lambda)
+        if float(terms["gap"]) <= self.cfg.gap_tol:
+            g_d = torch.autograd.grad(terms["ce"], params, allow_unused=True)
+            g, conflict = _flatten(g_d, params), False
+        else:
+            g_d = torch.autograd.grad(terms["ce"], params, retain_graph=True, allow_unused=True)
+            g_g = torch.autograd.grad(terms["kl"], params, allow_unused=True)
+            g, conflict = prograd_direction(
+                _flatten(g_d, params), _flatten(g_g, params), self.cfg.prograd_lambda
+            )
         offset = 0
         for p in params:
             n = p.numel()
