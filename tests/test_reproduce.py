@@ -303,3 +303,182 @@ def test_aggregate_has_the_per_class_std_over_seeds():
         abs(cell["per_class_low_std"]["a"] - 14.142135623730951) < 1e-9
         and cell["per_class_low_std"]["b"] is None
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Table 2+: every registered method, the paper's six first
+
+
+class _StandIn:
+    """A registered method standing in for those other branches add (an adapter's place)."""
+
+    @staticmethod
+    def make():
+        from dataclasses import dataclass
+
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        from kmat.methods.base import Method, cross_entropy
+        from kmat.methods.config import MethodConfig
+
+        @dataclass
+        class StandInConfig(MethodConfig):
+            epochs: int = 1
+            batch_size: int = 8
+            lr: float = 0.01
+
+        class StandIn(Method[StandInConfig]):
+            name = "standin_adapter"
+            Config = StandInConfig
+
+            def __init__(self, ctx, cfg):
+                super().__init__(ctx, cfg)
+                self.table = nn.Parameter(ctx.zeroshot_embeddings().clone())
+
+            def loss(self, feats, labels):
+                t = F.normalize(self.table, dim=-1)
+                ce = cross_entropy(self.logit_scale * feats.to(t.device) @ t.T, labels)
+                return {"ce": ce, "total": ce}
+
+            @torch.no_grad()
+            def class_embeddings(self):
+                t = F.normalize(self.table, dim=-1)
+                return {"high": t, "low": t}
+
+        return StandIn
+
+
+@pytest.fixture()
+def standin_method():
+    from kmat.methods import register, unregister
+
+    cls = _StandIn.make()
+    register(cls)
+    try:
+        yield cls.name
+    finally:
+        unregister(cls.name)
+
+
+def test_table2_plus_methods_are_the_papers_six_then_the_declared_then_the_rest_sorted():
+    from kmat.run.experiments import TABLE2_METHODS, table2_plus_methods
+
+    six = [m for m, _ in TABLE2_METHODS]
+    registered = ["zz_mine", "tip_adapter", *reversed(six), "prograd", "aa_other"]
+    methods, skipped = table2_plus_methods(registered)
+    assert methods == [*six, "prograd", "tip_adapter", "aa_other", "zz_mine"]
+    assert skipped == ["linear_probe", "lp_pp", "clip_adapter", "tip_adapter_f"]  # not an error
+
+
+def test_table2_columns_order_and_what_is_not_a_column():
+    from kmat.run.experiments import table2_columns
+
+    labels = ["mine", "tip_adapter_f", "kmat", "kmat-r3", "kmat-sens", "kmat-sens [16shot-alpha=0.1]"]
+    labels += ["zeroshot", "prograd", "kmat [4shot]"]
+    assert table2_columns(labels) == ["zeroshot", "kmat", "prograd", "tip_adapter_f", "kmat [4shot]", "mine"]
+    assert table2_columns(labels, variants=False) == ["zeroshot", "kmat", "prograd", "tip_adapter_f", "mine"]
+
+
+def test_table2_plus_through_reproduce_lists_the_papers_six_first(
+    standin_method, tiny_model_dir, toy_task_master, tmp_path, capsys
+):
+    from kmat.methods import available_methods
+    from kmat.run.experiments import TABLE2_METHODS, TABLE2_PLUS
+
+    out = tmp_path / "rep"
+    code = main(
+        [
+            "reproduce",
+            "--table",
+            "2+",
+            "--backbone",
+            f"local-dir:{tiny_model_dir}",
+            "--tasks",
+            str(toy_task_master),
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--no-figures",
+            "--out",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    missing = [m for m, _ in TABLE2_PLUS if m not in available_methods()]
+    if missing:  # declared but not installed in this branch: a note, not an error
+        assert f"Table 2+: {', '.join(missing)} not registered here: skipped" in printed.out
+    header = next(
+        line for line in (out / "table2.md").read_text().splitlines() if line.startswith("| Dataset")
+    )
+    columns = [c.strip() for c in header.strip("|").split("|")][2:]
+    assert columns[:6] == [name for _, name in TABLE2_METHODS]
+    assert "ProGrad" in columns and standin_method in columns
+    assert columns.index("ProGrad") < columns.index(standin_method)
+    assert len(columns) == len(available_methods())  # every registered method, once
+    ran = {p.name for p in (out / "runs" / "toy").iterdir()}
+    assert ran == set(available_methods())
+
+
+def test_table2_plus_refuses_methods_and_an_unknown_method_is_named(
+    tiny_model_dir, toy_task_master, tmp_path, capsys
+):
+    code = _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2+", "--methods", "coop")
+    assert code == 2 and "Table 2+ runs every registered method" in capsys.readouterr().err
+    code = _reproduce(
+        tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2", "--methods", "coop", "nosuch"
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--methods: unknown method(s) nosuch; registered:" in err and "prograd" in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_per_class_figure_takes_a_dozen_methods_in_table_order(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from kmat.report.plots import per_class_low
+    from kmat.run.experiments import TABLE2_PLUS
+
+    labels = [m for m, _ in TABLE2_PLUS] + ["mine"]
+    agg = {
+        ("toy", lab): {
+            "low_acc": (50.0, 1.0, 3),
+            "per_class_low": {"a": 10.0 + i, "b": 50.0, "c": 0.0},
+            "per_class_low_std": {"a": 1.0, "b": 2.0, "c": 0.0},
+        }
+        for i, lab in enumerate(reversed(labels))
+    }
+    agg[("toy", "kmat-r2")] = agg[("toy", "kmat")]  # an ablation row: not a bar
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    assert per_class_low(agg, "toy", tmp_path / "f.png") is not None
+    legend = [t.get_text() for t in shown[0].axes[0].get_legend().get_texts()]
+    assert legend == ["chance (33.3 %)", *[name for _, name in TABLE2_PLUS], "mine"]
+    bars = [c for c in shown[0].axes[0].containers if c.__class__.__name__ == "BarContainer"]
+    colours = [(b.patches[0].get_facecolor(), b.patches[0].get_hatch()) for b in bars]
+    assert len(set(colours)) == len(labels)  # past ten colours, hatching tells them apart
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_demo_table2_plus_runs_every_registered_method(tmp_path, monkeypatch):
+    import kmat.tools.demo as demo
+    from kmat.methods import available_methods
+    from kmat.run.experiments import TABLE2_METHODS, table2_plus_methods
+
+    grids = []
+    monkeypatch.setattr(demo, "synth_task_dir", lambda pair, **k: tmp_path / pair.task)
+    monkeypatch.setattr(
+        demo, "run_grid", lambda specs, *a, **k: grids.append(specs) or reproduce_mod.GridReport()
+    )
+    monkeypatch.setattr("kmat.report.results.write_report", lambda *a, **k: {})
+    for wide in (False, True):
+        demo.run_demo(tmp_path / "out", quick=True, backbone="demo", wide=wide, show_progress=False)
+    narrow, plus = ([s.method for s in specs if s.task == "synthmed"] for specs in grids)
+    assert narrow == [m for m, _ in TABLE2_METHODS]
+    assert plus == table2_plus_methods()[0] and set(plus) == set(available_methods())

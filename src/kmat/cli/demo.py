@@ -22,6 +22,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument("--out", default="kmat-demo", help="output folder (default: ./kmat-demo)")
     p.add_argument("--quick", action="store_true", help="Table 2 with seed 1 only; no Table 3")
+    p.add_argument(
+        "--table",
+        choices=["2", "2+"],
+        default="2",
+        help="2: Table 2 with the paper's six methods (default); 2+: Table 2+, the paper's six then every "
+        "other registered method (ProGrad, the adapters, ...); Table 3 is run either way (not with --quick)",
+    )
     p.add_argument("--device", default="cpu")
     adv = p.add_argument_group("advanced (smaller or different runs)")
     adv.add_argument("--backbone", default=None, help="use this backbone instead of the demo backbone")
@@ -62,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         show_progress=not args.quiet,
         executor=executor,
+        wide=args.table == "2+",
     )
     return 0

@@ -28,7 +28,7 @@ from kmat.report.sensitivity import (
     studies_file_suffix,
     task_title,
 )
-from kmat.run.experiments import TABLE2_METHODS, TASK_DISPLAY
+from kmat.run.experiments import METHOD_DISPLAY, TASK_DISPLAY, table2_columns
 from kmat.run.layout import RunLayout
 
 
@@ -46,15 +46,20 @@ def _plt():
 def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
     """Per-class low-end accuracy per method (the paper's Fig. 2b): mean over seeds with the std as
     error bars, a chance line (100 / C), a ``0`` above a bar of zero height and ``n/a`` where a
-    class has no result, so that neither looks like the other."""
-    names = dict(TABLE2_METHODS)
-    labels = [lab for lab, _ in TABLE2_METHODS if (task, lab) in agg]
+    class has no result, so that neither looks like the other. One bar per Table 2 column (the
+    paper's six methods first, then the other methods run; not the ablation rows or settings'
+    variants)."""
+    from kmat.report.results import display_name  # "K-MaT tuned", "CoOp†" as in the table
+
+    labels = table2_columns((lab for t, lab in agg if t == task), variants=False)
     if not labels:
         return None
     classes = list(agg[(task, labels[0])]["per_class_low"])
     seeds = sorted({agg[(task, lab)]["low_acc"][2] for lab in labels})
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(classes)), 3.8))
+    legend_rows = -(-(len(labels) + 1) // 4)  # four columns, the chance line included
+    per_class = max(1.6, 0.15 * len(labels) + 0.4)  # bars stay readable with a dozen methods
+    fig, ax = plt.subplots(figsize=(max(6, per_class * len(classes)), 3.2 + 0.3 * legend_rows))
     w = 0.8 / len(labels)
     x = np.arange(len(classes))
     for j, lab in enumerate(labels):
@@ -70,7 +75,10 @@ def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
             yerr=err,
             capsize=2,
             error_kw={"elinewidth": 0.8, "alpha": 0.7},
-            label=names.get(lab, lab),
+            label=display_name(lab),
+            color=f"C{j % 10}",
+            hatch="///" if j >= 10 else None,  # past ten methods the colours repeat: hatched
+            edgecolor="white" if j >= 10 else None,
         )
         colour = bars.patches[0].get_facecolor()
         for xi, v in zip(xs, vals, strict=True):
@@ -473,7 +481,7 @@ def fgw_diagnostics(rows: list[dict], task: str, path: Path, label: str = "kmat"
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
     seeds = ", ".join(str(r["seed"]) for r in runs)
-    name = dict(TABLE2_METHODS).get(label, label)
+    name = METHOD_DISPLAY.get(label, label)
     fig.suptitle(
         f"{TASK_DISPLAY.get(task, task)}: {name}'s FGW alignment during training "
         f"(seed{'s' if len(runs) > 1 else ''} {seeds})",

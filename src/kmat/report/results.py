@@ -28,9 +28,10 @@ from kmat.errors import ConfigError, KmatError, ResultError
 from kmat.report.sensitivity import sensitivity_markdown, sensitivity_studies, sensitivity_summary_text
 from kmat.run.experiments import (
     ABLATION_ROWS,
+    METHOD_DISPLAY,
     PAPER_TASKS,
     SENSITIVITY_LABEL,
-    TABLE2_METHODS,
+    TABLE2_PLUS,
     TASK_DISPLAY,
 )
 from kmat.run.layout import RunLayout, iter_final_runs, iter_grid_runs
@@ -237,7 +238,7 @@ def display_name(label: str) -> str:
     for ``"kmat tuned†"``."""
     mark = NOT_STRICT_MARK if label.endswith(NOT_STRICT_MARK) else ""
     base, sep, rest = label.removesuffix(NOT_STRICT_MARK).partition(" ")
-    return dict(TABLE2_METHODS).get(base, base) + sep + rest + mark
+    return METHOD_DISPLAY.get(base, base) + sep + rest + mark
 
 
 def predicted_classes(confusion: list[list[int]] | None) -> int | None:
@@ -327,8 +328,9 @@ def _fmt(v: tuple[float, float, int], std: bool, bold: bool) -> str:
 def table2_markdown(
     agg: dict, std: bool = False, labels: list[str] | None = None, avg_cells: dict | None = None
 ) -> str:
-    """Paper Table 2 layout: per task rows Hi / Lo / H, a column per method, cells "acc (macro-F1)"."""
-    known = [lab for lab, _ in TABLE2_METHODS]
+    """Paper Table 2 layout: per task rows Hi / Lo / H, a column per method, cells "acc (macro-F1)";
+    the paper's six methods first, then the others of Table 2+ in its order, then the rest sorted."""
+    known = [lab for lab, _ in TABLE2_PLUS]
     present = {lab for _, lab in agg if not is_sensitivity_label(lab)}
     labels = labels or [lab for lab in known if lab in present] + sorted(
         present - set(known) - {r[0] for r in ABLATION_ROWS}

@@ -1,14 +1,16 @@
-"""The experiment grids: the paper's Table 2 (methods x tasks x seeds) and Table 3 (the ablation),
-and a sensitivity grid of K-MaT (alpha x lambda_fgw x lambda_anchor) that no paper table shows."""
+"""The experiment grids: the paper's Table 2 (methods x tasks x seeds), Table 2+ (the same with every
+registered method), Table 3 (the ablation), and a sensitivity grid of K-MaT (alpha x lambda_fgw x
+lambda_anchor) that no paper table shows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kmat.errors import ConfigError
-from kmat.methods import get_method
+from kmat.methods import available_methods, get_method
 from kmat.methods.config import check_value, options_of
 from kmat.run.layout import grid_run_dir
 
@@ -24,6 +26,48 @@ TABLE2_METHODS: list[tuple[str, str]] = [
     ("biomedcoop", "BiomedCoOp"),
     ("kmat", "K-MaT"),
 ]
+
+# Table 2+: the paper's six methods first, then the other prompt learners and adapters (none of them in
+# the paper), in this order and with these display names; then any other registered method, sorted.
+# A method named here but not registered in this process is skipped (table2_plus_methods).
+TABLE2_PLUS: list[tuple[str, str]] = [
+    *TABLE2_METHODS,
+    ("prograd", "ProGrad"),
+    ("linear_probe", "Linear probe"),
+    ("lp_pp", "LP++"),
+    ("clip_adapter", "CLIP-Adapter"),
+    ("tip_adapter", "Tip-Adapter"),
+    ("tip_adapter_f", "Tip-Adapter-F"),
+]
+METHOD_DISPLAY: dict[str, str] = dict(TABLE2_PLUS)  # run label -> column name in tables and figures
+
+
+def table2_plus_methods(registered: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+    """``(methods, skipped)`` of Table 2+: the methods of :data:`TABLE2_PLUS` that are registered,
+    in its order, then every other registered method sorted (``registered``: default
+    :func:`kmat.methods.available_methods`); ``skipped``: those of :data:`TABLE2_PLUS` not registered."""
+    avail = list(available_methods() if registered is None else registered)
+    declared = [m for m, _ in TABLE2_PLUS]
+    methods = [m for m in declared if m in avail] + sorted(set(avail) - set(declared))
+    return methods, [m for m in declared if m not in avail]
+
+
+def table2_columns(labels: Iterable[str], variants: bool = True) -> list[str]:
+    """The run labels among ``labels`` that are Table 2 columns, in its order: those of
+    :data:`TABLE2_PLUS` in its order, then the others sorted. Ablation rows (but ``kmat``) and
+    sensitivity runs are not columns; ``variants=False`` also leaves out labels that carry their
+    setting (``kmat [4shot]``)."""
+    ablation = {r[0] for r in ABLATION_ROWS} - {"kmat"}
+    keep = {
+        lab
+        for lab in labels
+        if lab not in ablation
+        and lab.partition(" [")[0] != SENSITIVITY_LABEL
+        and (variants or " [" not in lab)
+    }
+    known = [m for m, _ in TABLE2_PLUS]
+    return [lab for lab in known if lab in keep] + sorted(keep - set(known))
+
 
 # Table 3 rows: (run label, CSC, MSC, anchor, FGW). Row 8 is K-MaT itself and shares Table 2's runs.
 ABLATION_ROWS: list[tuple[str, bool, bool, bool, bool]] = [
