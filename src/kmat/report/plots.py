@@ -28,7 +28,7 @@ from kmat.report.sensitivity import (
     studies_file_suffix,
     task_title,
 )
-from kmat.run.experiments import METHOD_DISPLAY, TASK_DISPLAY, table2_columns
+from kmat.run.experiments import METHOD_DISPLAY, TASK_DISPLAY, display_name, table2_columns
 from kmat.run.layout import RunLayout
 
 
@@ -49,7 +49,6 @@ def per_class_low(agg: dict, task: str, path: Path) -> Path | None:
     class has no result, so that neither looks like the other. One bar per Table 2 column (the
     paper's six methods first, then the other methods run; not the ablation rows or settings'
     variants)."""
-    from kmat.report.results import display_name  # "K-MaT tuned", "CoOp†" as in the table
 
     labels = table2_columns((lab for t, lab in agg if t == task), variants=False)
     if not labels:

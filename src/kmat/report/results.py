@@ -28,11 +28,12 @@ from kmat.errors import ConfigError, KmatError, ResultError
 from kmat.report.sensitivity import sensitivity_markdown, sensitivity_studies, sensitivity_summary_text
 from kmat.run.experiments import (
     ABLATION_ROWS,
-    METHOD_DISPLAY,
+    NOT_STRICT_MARK,
     PAPER_TASKS,
     SENSITIVITY_LABEL,
     TABLE2_PLUS,
     TASK_DISPLAY,
+    display_name,
 )
 from kmat.run.layout import RunLayout, iter_final_runs, iter_grid_runs
 from kmat.run.schema import Result, differences, identity_of, is_strict_zero_shot, read_checked_result
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 METRIC_KEYS = [(role, m) for role in ("high", "low", "h") for m in ("acc", "macro_f1")]
 ROLE_LABEL = {"high": "Hi", "low": "Lo", "h": "H"}
-NOT_STRICT_MARK = "†"  # ends the row label of a run that is not strictly zero-shot
 NOT_STRICT_NOTE = (
     f"{NOT_STRICT_MARK} not strict zero-shot: low-end validation labels chose the configuration "
     "(`kmat tune --select-on low-val`); compare only with other such results (never averaged with "
@@ -231,14 +231,6 @@ def collect(out: str | Path) -> list[dict]:
     for problem in runs.problems:
         log.warning("skipped %s", problem)
     return runs.table_rows
-
-
-def display_name(label: str) -> str:
-    """``"K-MaT [16shot-alpha=0.1]"`` for the row label ``"kmat [16shot-alpha=0.1]"``, ``"K-MaT tuned†"``
-    for ``"kmat tuned†"``."""
-    mark = NOT_STRICT_MARK if label.endswith(NOT_STRICT_MARK) else ""
-    base, sep, rest = label.removesuffix(NOT_STRICT_MARK).partition(" ")
-    return METHOD_DISPLAY.get(base, base) + sep + rest + mark
 
 
 def predicted_classes(confusion: list[list[int]] | None) -> int | None:

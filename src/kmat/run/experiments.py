@@ -40,6 +40,15 @@ TABLE2_PLUS: list[tuple[str, str]] = [
     ("tip_adapter_f", "Tip-Adapter-F"),
 ]
 METHOD_DISPLAY: dict[str, str] = dict(TABLE2_PLUS)  # run label -> column name in tables and figures
+NOT_STRICT_MARK = "†"  # ends the row label of a run that is not strictly zero-shot
+
+
+def display_name(label: str) -> str:
+    """``"K-MaT [16shot-alpha=0.1]"`` for the row label ``"kmat [16shot-alpha=0.1]"``, ``"K-MaT tuned†"``
+    for ``"kmat tuned†"``."""
+    mark = NOT_STRICT_MARK if label.endswith(NOT_STRICT_MARK) else ""
+    base, sep, rest = label.removesuffix(NOT_STRICT_MARK).partition(" ")
+    return METHOD_DISPLAY.get(base, base) + sep + rest + mark
 
 
 def table2_plus_methods(registered: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
