@@ -38,6 +38,7 @@ TABLE2_PLUS: list[tuple[str, str]] = [
     ("clip_adapter", "CLIP-Adapter"),
     ("tip_adapter", "Tip-Adapter"),
     ("tip_adapter_f", "Tip-Adapter-F"),
+    ("zeroshot_desc", "BiomedCLIP (desc.)"),  # zero-shot with the description prototypes (K-MaT's anchor)
 ]
 METHOD_DISPLAY: dict[str, str] = dict(TABLE2_PLUS)  # run label -> column name in tables and figures
 NOT_STRICT_MARK = "†"  # ends the row label of a run that is not strictly zero-shot
