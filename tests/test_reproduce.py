@@ -369,7 +369,13 @@ def test_table2_plus_methods_are_the_papers_six_then_the_declared_then_the_rest_
     registered = ["zz_mine", "tip_adapter", *reversed(six), "prograd", "aa_other"]
     methods, skipped = table2_plus_methods(registered)
     assert methods == [*six, "prograd", "tip_adapter", "aa_other", "zz_mine"]
-    assert skipped == ["linear_probe", "lp_pp", "clip_adapter", "tip_adapter_f", "zeroshot_desc"]  # not an error
+    assert skipped == [
+        "linear_probe",
+        "lp_pp",
+        "clip_adapter",
+        "tip_adapter_f",
+        "zeroshot_desc",
+    ]  # not an error
 
 
 def test_table2_columns_order_and_what_is_not_a_column():
