@@ -184,3 +184,21 @@ def test_fgw_figure_names_seeds_and_keeps_coinciding_curves_visible(tmp_path, sh
     assert seeds[0].get_linewidth() > seeds[1].get_linewidth()  # the first drawn is wider: both show
     assert seeds[0].get_marker() != seeds[1].get_marker()
     assert "seeds 1, 2" in fig._suptitle.get_text()
+
+
+def test_fgw_figure_shows_the_anchor_cosine_when_runs_record_it(tmp_path, shown):
+    """A third panel, the low-end prompts' mean cosine to their description prototypes, appears for
+    runs trained with the anchor (history key ``cos_anchor_low``) and only for them."""
+    from kmat.report.plots import fgw_diagnostics
+
+    plain = [{"epoch": e, "fgw_plan_diag": 1 / 3, "dist_hl": 1.0} for e in range(4)]
+    _fake_run(tmp_path / "a", "skin1", "kmat", 1, ["a", "b", "c"], None, None, history=plain)
+    assert fgw_diagnostics(collect(tmp_path / "a"), "skin1", tmp_path / "a.png") is not None
+    assert len(shown[-1].axes) == 2
+    anchored = [{**h, "cos_anchor_low": 0.5 + 0.1 * h["epoch"]} for h in plain]
+    _fake_run(tmp_path / "b", "skin1", "kmat", 1, ["a", "b", "c"], None, None, history=anchored)
+    assert fgw_diagnostics(collect(tmp_path / "b"), "skin1", tmp_path / "b.png") is not None
+    fig = shown[-1]
+    assert len(fig.axes) == 3 and "prototype" in fig.axes[2].get_title()
+    (line,) = [ln for ln in fig.axes[2].get_lines() if ln.get_label().startswith("seed")]
+    assert list(line.get_ydata()) == pytest.approx([0.5, 0.6, 0.7, 0.8])

@@ -53,14 +53,33 @@ def test_switches_remove_their_terms(backbone, loaded_toy_task):
     labels = torch.tensor([0, 1, 2])
     terms = _method(backbone, loaded_toy_task, anchor=False, fgw=False).loss(feats, labels)
     assert set(terms) == {"ce", "total", "dist_hl"}  # dist_hl: a diagnostic, always reported
+    anchor_keys = {"anchor", "cos_anchor_high", "cos_anchor_low"}  # the cosines: diagnostics of the anchor
     terms = _method(backbone, loaded_toy_task, lambda_fgw=0.0).loss(feats, labels)
-    assert set(terms) == {"ce", "anchor", "total", "dist_hl"}
+    assert set(terms) == {"ce", "total", "dist_hl"} | anchor_keys
     terms = _method(backbone, loaded_toy_task).loss(feats, labels)
     fgw_keys = {"fgw", "fgw_feature", "fgw_structure", "fgw_plan_diag", "fgw_plan_entropy"}
-    assert set(terms) == {"ce", "anchor", "total", "dist_hl"} | fgw_keys
-    assert all(not terms[k].requires_grad for k in fgw_keys - {"fgw"} | {"dist_hl"})
+    assert set(terms) == {"ce", "total", "dist_hl"} | anchor_keys | fgw_keys
+    diagnostics = fgw_keys - {"fgw"} | {"dist_hl", "cos_anchor_high", "cos_anchor_low"}
+    assert all(not terms[k].requires_grad for k in diagnostics)
     t = _method(backbone, loaded_toy_task).prompt()
     assert terms["dist_hl"].item() == pytest.approx((t[0] - t[1]).norm(dim=-1).mean().item(), rel=1e-5)
+
+
+def test_anchor_cosines_are_the_mean_cosine_to_the_description_prototypes(backbone, loaded_toy_task):
+    """``cos_anchor_m = mean_i cos(t_i^m, tbar_i^m)``: 1 when the prompts of modality m are the
+    description prototypes (the low-end prompts end there when the anchor dominates)."""
+    m = _method(backbone, loaded_toy_task, lambda_fgw=0.0)
+    feats = torch.nn.functional.normalize(torch.randn(3, backbone.output_dim), dim=-1)
+    t = m.prompt().detach()
+    g = torch.Generator().manual_seed(0)
+    other = torch.nn.functional.normalize(torch.randn(t[0].shape, generator=g), dim=-1)
+    # prototypes: the low-end prompts themselves, and unrelated unit vectors for the high end
+    m.ctx._cache["prototypes"] = torch.stack([other, t[1]])
+    terms = m.loss(feats, torch.tensor([0, 1, 2]))
+    assert terms["cos_anchor_low"].item() == pytest.approx(1.0, abs=1e-5)
+    want = torch.nn.functional.cosine_similarity(t[0], other, dim=-1).mean()
+    assert terms["cos_anchor_high"].item() == pytest.approx(want.item(), abs=1e-5)
+    assert abs(want.item()) < 0.5  # so the two cannot be confused
 
 
 def test_ce_does_not_touch_low_end_context_but_fgw_does(backbone, loaded_toy_task):

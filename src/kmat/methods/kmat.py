@@ -10,8 +10,10 @@
   trade-off 0.1 read as the weight of the feature term; ``alpha = 0.1`` is the other reading).
 
 Besides the loss terms, ``loss`` reports (detached, averaged per epoch into the run's history) the
-FGW diagnostics of :meth:`kmat.ot.FGWTerms.diagnostics` and ``dist_hl = mean_i ||t_i^H - t_i^L||``,
-so that a low-end classifier collapsing onto the high-end one shows in ``result.json``.
+FGW diagnostics of :meth:`kmat.ot.FGWTerms.diagnostics`, ``dist_hl = mean_i ||t_i^H - t_i^L||``,
+so that a low-end classifier collapsing onto the high-end one shows in ``result.json``, and (with the
+anchor) ``cos_anchor_m = mean_i cos(t_i^m, tbar_i^m)``, so that prompts that have become the
+description prototypes show too.
 
 Prompts are :class:`kmat.prompts.FactorisedPrompt` (shared, MSC, CSC context). A high-end image is
 classified with ``t^H``, a low-end image with ``t^L``.
@@ -113,9 +115,14 @@ class KMaT(Method[KMaTConfig]):
         total = l_ce
         terms = {"ce": l_ce}
         if self.use_anchor:
-            l_anchor = anchor_loss(t, self.ctx.prototypes(), self.cfg.anchor_squared)
+            prototypes = self.ctx.prototypes()
+            l_anchor = anchor_loss(t, prototypes, self.cfg.anchor_squared)
             total = total + self.cfg.lambda_anchor * l_anchor
             terms["anchor"] = l_anchor
+            # mean_i cos(t_i^m, tbar_i^m): 1 means the prompts of modality m are the description
+            # prototypes (the low-end prompts, which no image trains, get there when L_anchor dominates)
+            cos = (t.detach() * prototypes.to(t.dtype)).sum(dim=-1).mean(dim=-1)
+            terms["cos_anchor_high"], terms["cos_anchor_low"] = cos[0], cos[1]
         if self.use_fgw:
             fgw = fgw_terms(
                 t[0],

@@ -7,7 +7,9 @@
   title; a colour and one label per class, placed where it covers no marker and no other label;
 - ``fgw_<task>.png``: K-MaT's FGW diagnostics per epoch and seed (the plan's mass on matching
   classes, and the mean distance ``||t_i^H - t_i^L||`` between a class's two prompts), with each
-  seed's low-end accuracy: a low-end classifier collapsing onto the high-end one shows here.
+  seed's low-end accuracy: a low-end classifier collapsing onto the high-end one shows here; and
+  the low-end prompts' mean cosine to their description prototypes (1: the anchor made them the
+  prototypes, and the low-end classifier is zero-shot with descriptions).
   Coinciding seeds stay visible (own marker, earlier seeds drawn wider underneath).
 - ``sensitivity_<task>.png`` (and ``sensitivity_avg.png`` over tasks): heat maps of K-MaT's mean Lo
   and H over lambda_fgw x lambda_anchor, one panel per alpha (:mod:`kmat.report.sensitivity`).
@@ -437,7 +439,8 @@ SEED_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 def fgw_diagnostics(rows: list[dict], task: str, path: Path, label: str = "kmat") -> Path | None:
-    """K-MaT's FGW diagnostics over epochs, one line per seed (from the runs' histories). Seeds whose
+    """K-MaT's FGW diagnostics over epochs, one line per seed (from the runs' histories), and, for
+    runs with the anchor, the low-end prompts' mean cosine to their description prototypes. Seeds whose
     curves coincide stay visible: each has its own marker and the earlier ones are drawn wider
     underneath; one legend below both panels, the seeds in the title."""
     runs = sorted(
@@ -448,11 +451,15 @@ def fgw_diagnostics(rows: list[dict], task: str, path: Path, label: str = "kmat"
     if not runs:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.9), layout="constrained")
     panels = [
         ("fgw_plan_diag", "plan mass on matching classes\n(1/C: uniform; 1: each class to itself)"),
         ("dist_hl", "mean ||t_i^H - t_i^L||\n(0: low-end prompts = high-end prompts)"),
     ]
+    if any("cos_anchor_low" in h for r in runs for h in r["history"]):  # runs with the anchor term
+        panels.append(
+            ("cos_anchor_low", "mean cos(t_i^L, low-end description\nprototype) (1: prompts = prototypes)")
+        )
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.9), layout="constrained")
     n_classes = len(runs[0]["per_class_low"]) or None
     widths = np.linspace(2.6, 1.2, len(runs)) if len(runs) > 1 else [1.6]
     for ax, (key, title) in zip(axes, panels, strict=True):
