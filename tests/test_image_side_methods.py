@@ -385,3 +385,15 @@ def test_published_recipes_are_pinned(name):
         assert cfg.cache_views == 1
     if name == "tip_adapter_f":
         assert cfg.adam_eps == 1e-4
+
+
+def test_tip_adapter_f_options_say_adamw_not_sgd():
+    """A subclass re-declaring a field with option(...) replaces its help (the lr is AdamW's here);
+    one re-declaring it with a plain value keeps the base's help."""
+    from kmat.methods.config import options_of
+    from kmat.methods.tip_adapter_f import TipAdapterFConfig
+
+    opts = options_of(TipAdapterFConfig)
+    assert "AdamW" in opts["lr"].help and "SGD" not in opts["lr"].help
+    assert opts["momentum"].help.startswith("unused")
+    assert opts["epochs"].help == "training epochs (0: evaluate the initial prompts)"  # plain re-declaration

@@ -4,7 +4,8 @@ Every field of a method's config is an *option*: settable from ``kmat train -o N
 generated ``--name`` flag), from a run config file, or from Python. A field is declared with
 :func:`option` (default, one-line help, bounds); a subclass that only changes a default re-declares
 the field with a plain value (``epochs: int = 10``) and inherits the help and bounds of the class
-that declared it first. Values are checked in ``__post_init__``, with the field's name in the
+that declared it; one that re-declares it with :func:`option` replaces them (Tip-Adapter-F's ``lr``
+is AdamW's). Values are checked in ``__post_init__``, with the field's name in the
 message.
 
 Kept free of torch, so that ``--help`` and config files can be handled cheaply.
@@ -86,7 +87,8 @@ def options_of(cls: type) -> dict[str, OptionInfo]:
     for f in dataclasses.fields(cls):
         declarer: type = cls
         meta: Any = f.metadata
-        for base in reversed(cls.__mro__):  # the first class that declared it with help
+        for base in cls.__mro__:  # the most derived class that declared it with help (a subclass may
+            # re-declare a field with option(...) to change its help or bounds; a plain value keeps them)
             bf = getattr(base, "__dataclass_fields__", {}).get(f.name)
             if bf is not None and bf.metadata.get("help"):
                 declarer, meta = base, bf.metadata
