@@ -22,6 +22,7 @@ from kmat.engine import load_checkpoint
 from kmat.methods import available_methods, get_method
 from kmat.prompts import FactorisedPrompt, SharedContextPrompt, init_context_from_words
 from kmat.run.config import RunConfig
+from kmat.run.experiments import method_options
 from kmat.run.layout import RunLayout
 from kmat.run.runner import build_method, run
 from kmat.tools.tinymodel import write_tiny_biomedclip
@@ -249,7 +250,7 @@ def test_every_method_trains_one_epoch_and_evaluates(
         seed=1,
         device="cpu",
         show_progress=False,
-        options={"epochs": 1},
+        options=method_options(method, {"epochs": 1}),  # epochs where it is an option
     )
     result = run(cfg, backbone=native)
     assert result["backbone"] == f"local-dir:{native_dir}"

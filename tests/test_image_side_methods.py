@@ -395,5 +395,33 @@ def test_tip_adapter_f_options_say_adamw_not_sgd():
 
     opts = options_of(TipAdapterFConfig)
     assert "AdamW" in opts["lr"].help and "SGD" not in opts["lr"].help
-    assert opts["momentum"].help.startswith("unused")
+    assert "momentum" not in opts  # AdamW has none: not an option (see the next test)
     assert opts["epochs"].help == "training epochs (0: evaluate the initial prompts)"  # plain re-declaration
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "value"),
+    [
+        ("linear_probe", "lr", 0.1),
+        ("linear_probe", "epochs", 5),
+        ("tip_adapter", "batch_size", 8),
+        ("lp_pp", "lr", 0.5),
+        ("tip_adapter_f", "momentum", 0.5),
+    ],
+)
+def test_recipe_options_a_method_does_not_use_are_refused_with_the_reason(method, name, value):
+    """Setting a loop option a method ignores is an error saying why, not a silent no-op; the
+    option is not listed, a grid does not hand it to the method, and a recorded config (the
+    defaults) still loads."""
+    from kmat.errors import ConfigError
+    from kmat.methods import get_method
+    from kmat.methods.config import options_of, resolve_config
+    from kmat.run.experiments import method_options
+
+    cls = get_method(method).Config
+    assert name not in options_of(cls)
+    with pytest.raises(ConfigError, match=f"option {name} is not used by this method \\(.+\\)"):
+        resolve_config(cls, {name: value})
+    assert name not in method_options(method, {name: value})
+    recorded = cls().to_dict()  # what result.json holds: the unused fields at their defaults
+    assert resolve_config(cls, recorded).to_dict() == recorded

@@ -25,6 +25,7 @@ from kmat.methods import available_methods, get_method, register, unregister
 from kmat.methods.base import Deployment, Method, MethodContext, cross_entropy
 from kmat.methods.config import MethodConfig, option, resolve_config
 from kmat.run.config import RunConfig
+from kmat.run.experiments import method_options
 from kmat.run.layout import RunLayout
 from kmat.run.runner import build_method, evaluate_checkpoint, run
 
@@ -292,7 +293,7 @@ def test_checkpoint_round_trip_gives_the_run_metrics(
         seed=1,
         device="cpu",
         show_progress=False,
-        options={"epochs": 1},
+        options=method_options(method_name, {"epochs": 1}),  # epochs where it is an option
     )
     run(cfg, backbone=backbone)
     layout = RunLayout.of(cfg.out)

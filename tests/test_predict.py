@@ -8,6 +8,7 @@ import pytest
 from kmat.cli import main
 from kmat.data.task import load_task
 from kmat.run.config import RunConfig
+from kmat.run.experiments import method_options
 from kmat.run.predict import predict_images
 from kmat.run.runner import run
 
@@ -118,7 +119,7 @@ def _train_default(backbone, tiny_model_dir, toy_task_master, out, method="kmat"
             seed=1,
             device="cpu",
             show_progress=False,
-            options={"epochs": 1},
+            options=method_options(method, {"epochs": 1}),  # epochs where it is an option
         ),
         backbone=backbone,
     )

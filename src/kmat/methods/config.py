@@ -19,7 +19,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
 from kmat.errors import ConfigError
 
@@ -81,10 +81,14 @@ def _base_type(tp: Any) -> Any:
 
 
 def options_of(cls: type) -> dict[str, OptionInfo]:
-    """Every field of a config dataclass with its help and bounds (looked up along the MRO)."""
+    """Every field of a config dataclass with its help and bounds (looked up along the MRO), but
+    those the method does not use (``MethodConfig.unused``: not options)."""
     hints = typing.get_type_hints(cls)
     out: dict[str, OptionInfo] = {}
+    unused: frozenset[str] = getattr(cls, "unused", frozenset())
     for f in dataclasses.fields(cls):
+        if f.name in unused:
+            continue
         declarer: type = cls
         meta: Any = f.metadata
         for base in cls.__mro__:  # the most derived class that declared it with help (a subclass may
@@ -204,6 +208,11 @@ class MethodConfig(Options):
         None, "logit scale s of s * f . t (None: the backbone's exp(logit_scale))", min=0, min_exclusive=True
     )
 
+    # recipe fields a method does not use (fitted in closed form, its own optimiser): they keep their
+    # defaults, are not options (``--help-options``, grids) and setting one is a ConfigError saying why
+    unused: ClassVar[frozenset[str]] = frozenset()
+    unused_why: ClassVar[str] = ""
+
 
 @dataclass(frozen=True)
 class PublishedDefaults:
@@ -224,6 +233,15 @@ def resolve_config(cls: type[C], overrides: dict[str, Any]) -> C:
     ``None`` sets a field that admits it (``init_words=None``) and means "not given" for the others.
     """
     known = options_of(cls)
+    unused: frozenset[str] = getattr(cls, "unused", frozenset())
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for k in sorted(unused & set(overrides)):  # a recorded config holds them at their defaults
+        if overrides[k] is not None and overrides[k] != defaults.get(k):
+            raise ConfigError(
+                f"{cls.__name__}: option {k} is not used by this method ({cls.unused_why or 'see its docs'})",
+                field=k,
+            )
+    overrides = {k: v for k, v in overrides.items() if k not in unused}
     unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
     if unknown:
         raise ConfigError(

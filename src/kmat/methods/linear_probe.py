@@ -51,6 +51,11 @@ LP_SOURCE = (
 class LinearProbeConfig(NoTrainingConfig):
     """The CLIP paper's linear probe with BiomedCoOp's search of C (see the module docstring)."""
 
+    unused = frozenset(
+        {"epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr"}
+    )
+    unused_why = "a logistic regression fitted in closed form, its C chosen on the high-end val split"
+
     c_min_exponent: int = option(-6, f"smallest C = 10^e of the coarse grid searched on val ({LP_SOURCE})")
     c_max_exponent: int = option(6, f"largest C = 10^e of the coarse grid ({LP_SOURCE})")
     c_exponent_step: int = option(2, f"step of e on the coarse grid ({LP_SOURCE})", min=1)

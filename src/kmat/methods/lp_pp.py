@@ -58,7 +58,11 @@ class LPPlusPlusConfig(MethodConfig):
     """LP++'s recipe; ``epochs`` counts its full-batch iterations, ``lr`` and the warm-up are unused
     (the step sizes come from the data)."""
 
-    epochs: int = 300  # LPPP_SOURCE: train_epoch 300
+    unused = frozenset({"batch_size", "lr", "warmup_epochs", "warmup_lr"})
+    unused_why = "LP++ runs full-batch, its step sizes computed from the shots"
+    epochs: int = option(
+        300, f"full-batch iterations of LP++'s optimiser ({LPPP_SOURCE}: train_epoch 300)", min=0
+    )
     batch_size: int = 1  # unused: full batch
     lr: float = 0.0  # unused: lr_W and lr_alpha are computed from the shots
     momentum: float = 0.9  # LPPP_SOURCE: SGD(momentum=0.9) on the visual prototypes

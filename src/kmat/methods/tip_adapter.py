@@ -68,6 +68,11 @@ class TipOptions:
 class TipAdapterConfig(NoTrainingConfig, TipOptions):
     """Training-free Tip-Adapter."""
 
+    unused = frozenset(
+        {"epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr"}
+    )
+    unused_why = "training-free: a cache of the shots, alpha and beta searched on the high-end val split"
+
 
 def tip_logits(
     feats: Tensor,

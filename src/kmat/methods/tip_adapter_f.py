@@ -45,7 +45,8 @@ class TipAdapterFConfig(MethodConfig, TipOptions):
     epochs: int = 20  # TIP_SOURCE: train_epoch 20
     batch_size: int = 32  # BiomedCoOp main.py: FIXED_BATCH_SIZE 32
     lr: float = option(0.001, f"base learning rate of AdamW ({TIP_SOURCE}: lr 0.001)", min=0)
-    momentum: float = option(0.9, "unused: Tip-Adapter-F trains with AdamW, not SGD", min=0, max=1)
+    unused = frozenset({"momentum"})
+    unused_why = "Tip-Adapter-F trains with AdamW"
     weight_decay: float = option(
         0.01, "AdamW (decoupled) weight decay: AdamW's default in the trainer", min=0
     )
