@@ -144,7 +144,7 @@ def test_the_loop_calls_the_methods_fit_and_backward_hooks(backbone, toy_task_ma
 
         def fit(self, train, val):
             feats, labels = train(0)
-            seen["train"], seen["val"] = (len(feats), len(labels)), None if val is None else len(val[0])
+            seen["train"], seen["val"] = (len(feats), len(labels)), val
             return {"fitted_on": len(labels)}
 
         def backward(self, terms):
@@ -152,13 +152,24 @@ def test_the_loop_calls_the_methods_fit_and_backward_hooks(backbone, toy_task_ma
 
     register(Frozen)
     try:
-        cfg = dataclasses.replace(_cfg(toy_task_master, tmp_path / "r"), method="test_frozen_grad")
+        cfg = dataclasses.replace(_cfg(toy_task_master, tmp_path / "r"), method="test_frozen_grad", shots=1)
         res = run(cfg, backbone=backbone)
     finally:
         unregister("test_frozen_grad")
-    assert seen["train"] == (6, 6) and seen["val"] and seen["steps"] >= 2
-    assert res["fit"] == {"fitted_on": 6}
-    cfg0 = dataclasses.replace(_cfg(toy_task_master, tmp_path / "z", epochs=0), method="coop")
+    assert seen["train"] == (3, 3) and seen["steps"] >= 2
+    # the hooks select on the few-shot validation subset (min(K, 4) = 1 per class, fewshot_val.csv),
+    # not on the whole high-end validation split
+    import csv
+
+    from kmat.data.task import load_task
+
+    subset = list(csv.DictReader(open(tmp_path / "r" / "fewshot_val.csv")))
+    classes = res["config"]["classes"]
+    val_feats, val_labels = seen["val"]
+    assert len(subset) == len(val_feats) == 3 < len(load_task(toy_task_master).high.split("val"))
+    assert val_labels.tolist() == [classes.index(r["label"]) for r in subset]
+    assert res["fit"] == {"fitted_on": 3}
+    cfg0 = dataclasses.replace(_cfg(toy_task_master, tmp_path / "z", epochs=0), method="coop", shots=1)
     start = run(cfg0, backbone=backbone)
     state, _ = load_checkpoint(tmp_path / "r" / CHECKPOINT_FILE)
     state0, _ = load_checkpoint(tmp_path / "z" / CHECKPOINT_FILE)

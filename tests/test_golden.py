@@ -19,6 +19,7 @@ import pytest
 
 from kmat.methods import available_methods
 from kmat.run.config import RunConfig
+from kmat.run.experiments import method_options
 from kmat.run.runner import run
 
 GOLDEN = Path(__file__).parent / "golden" / "methods.json"
@@ -141,7 +142,7 @@ def test_golden_numbers(method, golden, toy_task_master, demo_backbone, tmp_path
         seed=SETUP["seed"],
         device="cpu",
         show_progress=False,
-        options=dict(SETUP["options"]),
+        options=method_options(method, SETUP["options"]),  # epochs where the method has them
     )
     got = record(run(cfg, backbone=demo_backbone))
     if WRITE:

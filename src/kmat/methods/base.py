@@ -215,16 +215,17 @@ class Method(nn.Module, Generic[C]):
     # ------------------------------------------------------------------ training hooks
     def fit(self, train: TrainView, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
         """Called once before the training loop with the few-shot training features (``train(e)``:
-        view ``e``, as the loop gets them) and the high-end validation features and labels (None
-        without a validation split; no low-end image ever reaches a method). A method fitted in
+        view ``e``, as the loop gets them) and the features and labels of the run's few-shot
+        validation subset (min(K, 4) per class of the high-end validation split, ``fewshot_val.csv``;
+        None without a validation split; no low-end image ever reaches a method). A method fitted in
         closed form, or one that builds a cache from the shots, does it here. Returns what the
         run records of the fit (``result.json``: ``fit``), e.g. a regularisation chosen on ``val``.
         Default: nothing."""
         return {}
 
     def after_training(self, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
-        """Called once after the training loop with the high-end validation features and labels
-        (as :meth:`fit`). A method that chooses hyper-parameters on the validation split after
+        """Called once after the training loop with the few-shot validation subset's features and
+        labels (as :meth:`fit`). A method that chooses hyper-parameters on the validation split after
         training (Tip-Adapter-F's alpha and beta) does it here; what it returns is added to the
         run's record of the fit (``result.json``: ``fit``). Default: nothing."""
         return {}

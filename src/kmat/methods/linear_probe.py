@@ -54,7 +54,7 @@ class LinearProbeConfig(NoTrainingConfig):
     unused = frozenset(
         {"epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr"}
     )
-    unused_why = "a logistic regression fitted in closed form, its C chosen on the high-end val split"
+    unused_why = "a logistic regression fitted in closed form, its C chosen on the few-shot val subset"
 
     c_min_exponent: int = option(-6, f"smallest C = 10^e of the coarse grid searched on val ({LP_SOURCE})")
     c_max_exponent: int = option(6, f"largest C = 10^e of the coarse grid ({LP_SOURCE})")
@@ -164,7 +164,7 @@ class LinearProbe(Method[LinearProbeConfig]):
 
     @torch.no_grad()
     def fit(self, train: TrainView, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
-        """Choose C on the high-end validation split (:func:`search_C`), refit on the shots."""
+        """Choose C on the few-shot validation subset (high-end) (:func:`search_C`), refit on the shots."""
         feats, labels = train(0)
         c = self.weight.shape[0]
         if val is not None and len(val[1]):

@@ -78,7 +78,8 @@ class LPPlusPlusConfig(MethodConfig):
         choices=("sum", "mean"),
     )
     select_on_val: bool = option(
-        True, f"keep the iteration with the best high-end val accuracy ({LPPP_SOURCE}); else the last"
+        True,
+        f"keep the iteration with the best accuracy on the few-shot val subset ({LPPP_SOURCE}); else the last",
     )
     template: str = option("a photo of a {classname}.", "prompt of the frozen text embeddings T")
 

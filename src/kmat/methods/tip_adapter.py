@@ -53,7 +53,9 @@ class TipOptions:
 
     init_alpha: float = option(1.0, f"alpha before (or without) the search ({TIP_SOURCE}: init_alpha)", min=0)
     init_beta: float = option(1.0, f"beta before (or without) the search ({TIP_SOURCE}: init_beta)", min=0)
-    search: bool = option(True, f"search alpha and beta on the high-end val split ({TIP_SOURCE}: search_hp)")
+    search: bool = option(
+        True, f"search alpha and beta on the few-shot val subset (high-end) ({TIP_SOURCE}: search_hp)"
+    )
     search_scale: float = option(
         50.0, f"largest value of the search grids ({TIP_SOURCE}: search_scale)", min=0.1
     )
@@ -71,7 +73,7 @@ class TipAdapterConfig(NoTrainingConfig, TipOptions):
     unused = frozenset(
         {"epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr"}
     )
-    unused_why = "training-free: a cache of the shots, alpha and beta searched on the high-end val split"
+    unused_why = "training-free: a cache of the shots, alpha and beta searched on the few-shot val subset"
 
 
 def tip_logits(
@@ -248,6 +250,6 @@ class TipAdapter(TipAdapterBase):
         raise RuntimeError("tip_adapter is training-free (its cache is built in fit)")
 
     def fit(self, train: TrainView, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
-        """Build the cache from the shots, then search alpha and beta on the high-end val split."""
+        """Build the cache from the shots, then search alpha and beta on the few-shot val subset."""
         views = self.build_cache(train)
         return {"cache_size": int(self.cache_keys.shape[0]), "cache_views": views, **self.search(val)}

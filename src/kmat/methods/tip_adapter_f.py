@@ -80,5 +80,5 @@ class TipAdapterF(TipAdapterBase):
 
     @torch.no_grad()
     def after_training(self, val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
-        """Search alpha and beta on the high-end val split with the fine-tuned keys."""
+        """Search alpha and beta on the few-shot val subset with the fine-tuned keys."""
         return self.search(val)

@@ -582,11 +582,7 @@ def _compute_run(
     t0 = time.perf_counter()
     method = build_method(cfg, task, backbone, method_config, inputs.descriptions if inputs else None)
     shots = sample_few_shot(task, task.high, "train", cfg.shots, cfg.seed)
-    val = (
-        sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
-        if task.high.split("val")
-        else None
-    )
+    val = few_shot_val_samples(cfg, task)
     timing["setup_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # test features first: an unreadable test image fails before training
@@ -615,7 +611,11 @@ def _compute_run(
     else:
         feats = inputs.views
     history, fit_info = fit_and_train(
-        cfg, method, feats, val_feats.get("high"), on_epoch_end=_val_per_epoch(method, val_feats, task)
+        cfg,
+        method,
+        feats,
+        few_shot_val(task, val, val_feats),
+        on_epoch_end=_val_per_epoch(method, val_feats, task),
     )
     timing["train_s"] = time.perf_counter() - t0
     state = {k: v.detach().cpu().contiguous() for k, v in method.learnable_state().items()}
@@ -644,6 +644,30 @@ def _compute_run(
         identity=expected,
         head=head,
     )
+
+
+def few_shot_val_samples(cfg: RunConfig, task: Task) -> list[Sample] | None:
+    """The run's few-shot validation subset: min(K, 4) images per class of the high-end validation
+    split (docs/methods.md, "Few-shot sampling"; written as ``fewshot_val.csv``); ``None`` when the
+    task has no high-end validation split."""
+    if not task.high.split("val"):
+        return None
+    return sample_few_shot(task, task.high, "val", min(cfg.shots, 4) if cfg.shots else 0, cfg.seed)
+
+
+def few_shot_val(
+    task: Task, val: list[Sample] | None, split: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Features and labels of the few-shot validation subset ``val`` (rows of the high-end
+    validation split's features ``split["high"]``): what a method's ``fit`` and ``after_training``
+    select hyper-parameters on (the full split only scores the history, which selects nothing).
+    ``None`` without a subset."""
+    if not val or "high" not in split:
+        return None
+    index = {s.path: i for i, s in enumerate(task.high.split("val"))}
+    rows = torch.tensor([index[s.path] for s in val], dtype=torch.long)
+    feats, labels = split["high"]
+    return feats[rows], labels[rows]
 
 
 def fit_and_train(

@@ -43,6 +43,8 @@ from kmat.run.runner import (
     _encode_batch,
     _val_metrics,
     build_method,
+    few_shot_val,
+    few_shot_val_samples,
     fit_and_train,
     resolve_method_config,
     seed_everything,
@@ -150,7 +152,8 @@ def score_trial(
             store=store,
         )
     )
-    history, _ = fit_and_train(cfg, method, feats, val.get("high"))  # exactly as a run trains
+    fit_val = few_shot_val(task, few_shot_val_samples(cfg, task), val)  # as a run's hooks see it
+    history, _ = fit_and_train(cfg, method, feats, fit_val)  # exactly as a run trains
     train_s = time.perf_counter() - t0
     metrics = _val_metrics(method, {select_on: val[select_on]}, task)[select_on]
     return {
