@@ -7,26 +7,9 @@ import sys
 
 import pytest
 
+from cli_helpers import reproduce_argv, train_argv
 from kmat.cli import main
 from kmat.run.layout import grid_run_dir, options_tag
-
-
-def _train(tiny_model_dir, task, out, *extra):
-    return main(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-            *extra,
-        ]
-    )
 
 
 def test_grid_path_carries_shots_and_options():
@@ -39,16 +22,10 @@ def test_grid_path_carries_shots_and_options():
 
 def test_method_options_reach_result_json(tiny_model_dir, toy_task_master, tmp_path):
     assert (
-        _train(
-            tiny_model_dir,
-            toy_task_master,
-            tmp_path / "kg",
-            "--method",
-            "kgcoop",
-            "--epochs",
-            "1",
-            "-o",
-            "W=2",
+        main(
+            train_argv(
+                tiny_model_dir, toy_task_master, tmp_path / "kg", "-o", "W=2", method="kgcoop", epochs=1
+            )
         )
         == 0
     )
@@ -57,18 +34,18 @@ def test_method_options_reach_result_json(tiny_model_dir, toy_task_master, tmp_p
     assert res["config"]["method_config"]["momentum"] == 0.9  # the whole recipe is recorded
     assert res["schema_version"] == 3
     assert (
-        _train(
-            tiny_model_dir,
-            toy_task_master,
-            tmp_path / "bc",
-            "--method",
-            "biomedcoop",
-            "--epochs",
-            "1",
-            "-o",
-            "tau=1.75",
-            "--lambda-S",
-            "0.5",
+        main(
+            train_argv(
+                tiny_model_dir,
+                toy_task_master,
+                tmp_path / "bc",
+                "-o",
+                "tau=1.75",
+                "--lambda-S",
+                "0.5",
+                method="biomedcoop",
+                epochs=1,
+            )
         )
         == 0
     )
@@ -78,20 +55,20 @@ def test_method_options_reach_result_json(tiny_model_dir, toy_task_master, tmp_p
 
 def test_saved_config_reruns_the_run(tiny_model_dir, toy_task_master, tmp_path):
     assert (
-        _train(
-            tiny_model_dir,
-            toy_task_master,
-            tmp_path / "a",
-            "--method",
-            "coop",
-            "--epochs",
-            "2",
-            "--seed",
-            "3",
-            "-o",
-            "n_ctx=2",
-            "-o",
-            "init_words=none",
+        main(
+            train_argv(
+                tiny_model_dir,
+                toy_task_master,
+                tmp_path / "a",
+                "--seed",
+                "3",
+                "-o",
+                "n_ctx=2",
+                "-o",
+                "init_words=none",
+                method="coop",
+                epochs=2,
+            )
         )
         == 0
     )
@@ -142,42 +119,23 @@ def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
 
 def test_a_run_of_another_configuration_is_not_replaced(tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "r"
-    assert _train(tiny_model_dir, toy_task_master, out, "--method", "zeroshot") == 0
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="zeroshot")) == 0
     before = (out / "result.json").read_bytes()
-    assert _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "1") == 2
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="coop", epochs=1)) == 2
     err = capsys.readouterr().err
     assert "holds a run with another configuration" in err and "method: 'zeroshot' -> 'coop'" in err
     assert (out / "result.json").read_bytes() == before
-    assert _train(tiny_model_dir, toy_task_master, out, "--method", "zeroshot") == 0  # same: allowed
-    assert (
-        _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "1", "--overwrite") == 0
-    )
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="zeroshot")) == 0  # same: allowed
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, "--overwrite", method="coop", epochs=1)) == 0
     assert json.loads((out / "result.json").read_text())["method"] == "coop"
 
 
 def test_grid_with_other_shots_shares_the_output_folder(tiny_model_dir, toy_task_master, tmp_path, capsys):
     def grid(*extra):
         return main(
-            [
-                "reproduce",
-                "--table",
-                "2",
-                "--methods",
-                "zeroshot",
-                "--tasks",
-                str(toy_task_master),
-                "--backbone",
-                f"local-dir:{tiny_model_dir}",
-                "--seeds",
-                "1",
-                "--device",
-                "cpu",
-                "--quiet",
-                "--no-figures",
-                "--out",
-                str(tmp_path),
-                *extra,
-            ]
+            reproduce_argv(
+                tiny_model_dir, toy_task_master, tmp_path, *extra, methods=["zeroshot"], epochs=None
+            )
         )
 
     assert grid() == 0 and grid("--shots", "4") == 0

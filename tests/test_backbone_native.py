@@ -16,13 +16,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from cli_helpers import toy_run_config
 from kmat.backbone import Backbone, BackboneError, load_backbone
 from kmat.cli import main
 from kmat.engine import load_checkpoint
 from kmat.methods import available_methods, get_method
 from kmat.prompts import FactorisedPrompt, SharedContextPrompt, init_context_from_words
-from kmat.run.config import RunConfig
-from kmat.run.experiments import method_options
 from kmat.run.layout import RunLayout
 from kmat.run.runner import build_method, run
 from kmat.tools.tinymodel import write_tiny_biomedclip
@@ -241,17 +240,7 @@ def test_native_variants_kmat_cannot_inject_into_are_refused(tmp_path, native_di
 def test_every_method_trains_one_epoch_and_evaluates(
     method, native, native_dir, toy_task_master, loaded_toy_task, tmp_path
 ):
-    cfg = RunConfig(
-        task=str(toy_task_master),
-        out=str(tmp_path / "r"),
-        method=method,
-        backbone=f"local-dir:{native_dir}",
-        shots=2,
-        seed=1,
-        device="cpu",
-        show_progress=False,
-        options=method_options(method, {"epochs": 1}),  # epochs where it is an option
-    )
+    cfg = toy_run_config(toy_task_master, tmp_path / "r", native_dir, method=method)
     result = run(cfg, backbone=native)
     assert result["backbone"] == f"local-dir:{native_dir}"
     for role in ("high", "low", "h"):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from cli_helpers import train_argv
 from kmat.cli import main
 
 KEYS = {"high", "low", "h"}
@@ -72,23 +73,7 @@ def test_biomedclip_offline_fails_fast_with_help(toy_task_master, tmp_path):
 
 
 def _train(task, model, out, capsys, *extra):
-    code = main(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{model}",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    code = main(train_argv(model, task, out, *extra, epochs=1))
     return code, capsys.readouterr()
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cli_helpers import train_argv
 from kmat.cli import main
 from kmat.errors import ConfigError
 from kmat.run.layout import RunLayout
@@ -17,26 +18,7 @@ from kmat.run.runner import EVAL_SPLITS, evaluate_checkpoint
 def trained(tiny_model_dir, toy_task, tmp_path, capsys):
     """A CoOp run (2 epochs) on a private copy of the toy task: (run folder, result, task folder)."""
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--task",
-            str(toy_task),
-            "--method",
-            "coop",
-            "--epochs",
-            "2",
-            "--shots",
-            "2",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(train_argv(tiny_model_dir, toy_task, out, method="coop", epochs=2, shots=2))
     assert code == 0
     capsys.readouterr()
     return out, json.loads(RunLayout.of(out).result.read_text()), toy_task

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cli_helpers import reproduce_argv
 from kmat.cli import main
 from kmat.engine import train
 from kmat.methods import get_method
@@ -312,18 +313,7 @@ def test_the_five_methods_run_through_kmat_reproduce_table_2(
     tiny_model_dir, toy_task_master, tmp_path, capsys
 ):
     out = tmp_path / "rep"
-    argv = [
-        "reproduce",
-        "--table",
-        "2",
-        "--methods",
-        *IMAGE_SIDE,
-        "--backbone",
-        f"local-dir:{tiny_model_dir}",
-    ]
-    argv += ["--tasks", str(toy_task_master), "--seeds", "1", "--epochs", "2", "--device", "cpu"]
-    argv += ["--quiet", "--no-figures", "--out", str(out)]
-    code = main(argv)
+    code = main(reproduce_argv(tiny_model_dir, toy_task_master, out, methods=IMAGE_SIDE, epochs=2))
     assert code == 0, capsys.readouterr().err
     header = next(
         line for line in (out / "table2.md").read_text().splitlines() if line.startswith("| Dataset")

@@ -19,13 +19,13 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 import kmat.run.runner as runner_mod
+from cli_helpers import reproduce_argv, toy_run_config, train_argv
 from kmat.cli import main
 from kmat.engine import load_checkpoint, train
 from kmat.methods import available_methods, get_method, register, unregister
 from kmat.methods.base import Deployment, Method, MethodContext, cross_entropy
 from kmat.methods.config import MethodConfig, option, resolve_config
 from kmat.run.config import RunConfig
-from kmat.run.experiments import method_options
 from kmat.run.layout import RunLayout
 from kmat.run.runner import build_method, evaluate_checkpoint, run
 
@@ -284,17 +284,7 @@ def test_head_tensors_are_named_parameters_or_buffers(method_name, loaded_toy_ta
 def test_checkpoint_round_trip_gives_the_run_metrics(
     method_name, toy_task_master, tiny_model_dir, backbone, tmp_path, monkeypatch
 ):
-    cfg = RunConfig(
-        task=str(toy_task_master),
-        out=str(tmp_path / "r"),
-        method=method_name,
-        backbone=f"local-dir:{tiny_model_dir}",
-        shots=2,
-        seed=1,
-        device="cpu",
-        show_progress=False,
-        options=method_options(method_name, {"epochs": 1}),  # epochs where it is an option
-    )
+    cfg = toy_run_config(toy_task_master, tmp_path / "r", tiny_model_dir, method=method_name)
     run(cfg, backbone=backbone)
     layout = RunLayout.of(cfg.out)
     on_disk = json.loads(layout.result.read_text())
@@ -333,24 +323,9 @@ def test_extra_method_trains_through_kmat_train(
 ):
     out = tmp_path / "run"
     code = main(
-        [
-            "train",
-            "--task",
-            str(toy_task_master),
-            "--method",
-            table_method,
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--epochs",
-            "1",
-            "-o",
-            "table_noise=0.125",
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-        ]
+        train_argv(
+            tiny_model_dir, toy_task_master, out, "-o", "table_noise=0.125", method=table_method, epochs=1
+        )
     )
     assert code == 0, capsys.readouterr().err
     result = json.loads((out / "result.json").read_text())
@@ -374,30 +349,7 @@ def test_extra_method_goes_into_the_table2_grid(
     table_method, toy_task_master, tiny_model_dir, tmp_path, capsys
 ):
     out = tmp_path / "rep"
-    code = main(
-        [
-            "reproduce",
-            "--table",
-            "2",
-            "--methods",
-            table_method,
-            "zeroshot",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(toy_task_master),
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--no-figures",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(reproduce_argv(tiny_model_dir, toy_task_master, out, methods=[table_method, "zeroshot"]))
     assert code == 0, capsys.readouterr().err
     table = (out / "table2.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| Dataset"))

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import json
 
+from cli_helpers import train_argv
 from kmat.cli import main
 
 
 def test_history_has_the_validation_accuracy_of_every_epoch(tiny_model_dir, toy_task, tmp_path):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--task",
-            str(toy_task),
-            "--method",
-            "coop",
-            "--epochs",
-            "3",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    code = main(train_argv(tiny_model_dir, toy_task, out, method="coop", epochs=3))
     assert code == 0
     res = json.loads((out / "result.json").read_text())
     history = res["history"]

@@ -5,10 +5,9 @@ import json
 
 import pytest
 
+from cli_helpers import toy_run_config
 from kmat.cli import main
 from kmat.data.task import load_task
-from kmat.run.config import RunConfig
-from kmat.run.experiments import method_options
 from kmat.run.predict import predict_images
 from kmat.run.runner import run
 
@@ -16,16 +15,7 @@ from kmat.run.runner import run
 def test_predictions_match_the_runs_evaluation(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "run"
     res = run(
-        RunConfig(
-            task=str(toy_task_master),
-            out=str(out),
-            backbone=f"local-dir:{tiny_model_dir}",
-            shots=2,
-            seed=1,
-            device="cpu",
-            show_progress=False,
-            options={"epochs": 2},
-        ),
+        toy_run_config(toy_task_master, out, tiny_model_dir, options={"epochs": 2}),
         backbone=backbone,
     )
     samples = load_task(toy_task_master).low.split("test")
@@ -81,17 +71,7 @@ def test_per_image_prompt_methods_predict_as_they_evaluate(
     """CoCoOp builds a new image's prompts from the saved context and meta-net (head.safetensors)."""
     out = tmp_path / "cocoop"
     run(
-        RunConfig(
-            task=str(toy_task_master),
-            out=str(out),
-            method="cocoop",
-            backbone=f"local-dir:{tiny_model_dir}",
-            shots=1,
-            seed=1,
-            device="cpu",
-            show_progress=False,
-            options={"epochs": 1},
-        ),
+        toy_run_config(toy_task_master, out, tiny_model_dir, method="cocoop", shots=1),
         backbone=backbone,
     )
     assert (out / "head.safetensors").is_file()
@@ -108,28 +88,11 @@ def test_per_image_prompt_methods_predict_as_they_evaluate(
         predict_images(out, [samples[0].path], backbone=backbone)
 
 
-def _train_default(backbone, tiny_model_dir, toy_task_master, out, method="kmat"):
-    return run(
-        RunConfig(
-            task=str(toy_task_master),
-            out=str(out),
-            method=method,
-            backbone=f"local-dir:{tiny_model_dir}",
-            shots=2,
-            seed=1,
-            device="cpu",
-            show_progress=False,
-            options=method_options(method, {"epochs": 1}),  # epochs where it is an option
-        ),
-        backbone=backbone,
-    )
-
-
 def test_a_labelled_class_folder_is_scored(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
     """Images under FOLDER/<class>/ are scored: the same confusion matrix as the run's evaluation."""
     import shutil
 
-    res = _train_default(backbone, tiny_model_dir, toy_task_master, tmp_path / "run")
+    res = run(toy_run_config(toy_task_master, tmp_path / "run", tiny_model_dir), backbone=backbone)
     task = load_task(toy_task_master)
     classes = res["config"]["classes"]
     lab = tmp_path / "labelled"
@@ -152,7 +115,7 @@ def test_a_labelled_class_folder_is_scored(backbone, tiny_model_dir, toy_task_ma
 
 
 def test_labels_from_a_csv_and_its_errors(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
-    res = _train_default(backbone, tiny_model_dir, toy_task_master, tmp_path / "run")
+    res = run(toy_run_config(toy_task_master, tmp_path / "run", tiny_model_dir), backbone=backbone)
     samples = load_task(toy_task_master).low.split("test")
     classes = res["config"]["classes"]
     labels = tmp_path / "labels.csv"
@@ -205,8 +168,9 @@ def test_a_run_of_an_unregistered_method_predicts_with_its_class_embeddings(
 
     register(Shifted)
     try:
-        res = _train_default(
-            backbone, tiny_model_dir, toy_task_master, tmp_path / "run", method="user_shifted"
+        res = run(
+            toy_run_config(toy_task_master, tmp_path / "run", tiny_model_dir, method="user_shifted"),
+            backbone=backbone,
         )
     finally:
         unregister("user_shifted")
@@ -231,7 +195,9 @@ def test_every_method_predicts_from_its_run_folder_as_it_evaluated(
 ):
     """kmat predict from the run folder alone (class embeddings + head) makes the run's own
     low-end decisions, for every registered method."""
-    res = _train_default(backbone, tiny_model_dir, toy_task_master, tmp_path / "run", method=method)
+    res = run(
+        toy_run_config(toy_task_master, tmp_path / "run", tiny_model_dir, method=method), backbone=backbone
+    )
     samples = load_task(toy_task_master).low.split("test")
     preds = predict_images(tmp_path / "run", [s.path for s in samples], backbone=backbone)
     classes = res["config"]["classes"]

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cli_helpers import train_argv
 from fake_raw import make_busi, make_cc_ccii, make_chestxray, make_derm7pt, make_dmid, make_midas
 from kmat.cli import main
 
@@ -27,26 +28,7 @@ def test_prepare_then_train(task, tiny_model_dir, tmp_path, capsys):
     spec = json.loads((data / task / "task.json").read_text())
     assert spec["manifest_sha256"]
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--task",
-            task,
-            "--data-root",
-            str(data),
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--epochs",
-            "1",
-            "--shots",
-            "2",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(train_argv(tiny_model_dir, task, out, "--data-root", str(data), epochs=1, shots=2))
     assert code == 0, capsys.readouterr().err
     res = json.loads((out / "result.json").read_text())
     assert res["task"] == task and set(res["metrics"]) == {"high", "low", "h"}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import kmat.run.grid as grid_mod
+from cli_helpers import reproduce_argv
 from kmat.cli import main
 from kmat.utils.io import read_safetensors
 
@@ -32,30 +33,7 @@ def ray_test(fn):  # noqa: ANN001, ANN201
 
 
 def _reproduce(tiny_model_dir, task, out, *extra, methods=("zeroshot", "kmat"), seeds=("1", "2")):
-    return main(
-        [
-            "reproduce",
-            "--table",
-            "2",
-            "--methods",
-            *methods,
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(task),
-            "--seeds",
-            *seeds,
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--no-figures",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return main(reproduce_argv(tiny_model_dir, task, out, *extra, methods=methods, seeds=seeds))
 
 
 def _runs(out: Path) -> list[Path]:

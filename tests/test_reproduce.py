@@ -5,6 +5,7 @@ import json
 import pytest
 
 import kmat.run.grid as reproduce_mod
+from cli_helpers import reproduce_argv
 from kmat.cli import main
 from kmat.report.results import aggregate, collect, table2_markdown
 from kmat.run.experiments import ABLATION_ROWS
@@ -12,33 +13,11 @@ from kmat.run.experiments import ABLATION_ROWS
 SETTING = "16shot-epochs=1"  # the run folders of a 16-shot grid with --epochs 1
 
 
-def _reproduce(tiny_model_dir, task, out, *extra):
-    return main(
-        [
-            "reproduce",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(task),
-            "--seeds",
-            "1",
-            "2",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--no-figures",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
-
-
 def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "rep"
-    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat")
+    code = main(
+        reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["zeroshot", "kmat"], seeds=[1, 2])
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "BiomedCLIP" in printed and "K-MaT" in printed
@@ -50,25 +29,26 @@ def test_table2_grid_runs_skips_and_rebuilds(tiny_model_dir, toy_task_master, tm
     table = (out / "table2.md").read_text()
     assert len((out / "results.csv").read_text().strip().splitlines()) == 5
     mtime = (out / "runs" / "toy" / "kmat" / SETTING / "seed1" / "result.json").stat().st_mtime_ns
-    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "zeroshot", "kmat")
+    code = main(
+        reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["zeroshot", "kmat"], seeds=[1, 2])
+    )
     assert code == 0 and "4 already done" in capsys.readouterr().out
     assert (out / "runs" / "toy" / "kmat" / SETTING / "seed1" / "result.json").stat().st_mtime_ns == mtime
     assert (out / "table2.md").read_text() == table
     assert main(["table", str(out), "--table", "2", "--no-figures"]) == 0
     assert (out / "table2.md").read_text() == table
     capsys.readouterr()
-    code = _reproduce(
-        tiny_model_dir,
-        toy_task_master,
-        out,
-        "--table",
-        "2",
-        "--methods",
-        "zeroshot",
-        "kmat",
-        "--precision",
-        "bf16",
-        "--dry-run",
+    code = main(
+        reproduce_argv(
+            tiny_model_dir,
+            toy_task_master,
+            out,
+            "--precision",
+            "bf16",
+            "--dry-run",
+            methods=["zeroshot", "kmat"],
+            seeds=[1, 2],
+        )
     )
     assert (
         code == 0 and f"pending  toy/kmat/{SETTING}/seed1" in capsys.readouterr().out
@@ -87,11 +67,11 @@ def test_interrupted_grid_resumes(tiny_model_dir, toy_task_master, tmp_path, mon
         return real_run(*a, **k)
 
     monkeypatch.setattr(reproduce_mod, "run", dying_run)
-    assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat") == 130
+    assert main(reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["kmat"], seeds=[1, 2])) == 130
     assert (out / f"runs/toy/kmat/{SETTING}/seed1/result.json").is_file()
     assert not (out / f"runs/toy/kmat/{SETTING}/seed2/result.json").exists()
     monkeypatch.setattr(reproduce_mod, "run", real_run)
-    assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat") == 0
+    assert main(reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["kmat"], seeds=[1, 2])) == 0
     text = capsys.readouterr().out
     assert "1 run(s) finished, 1 already done" in text
     assert (out / f"runs/toy/kmat/{SETTING}/seed2/result.json").is_file()
@@ -109,7 +89,7 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(
         return real_run(cfg, **k)
 
     monkeypatch.setattr(reproduce_mod, "run", flaky)
-    code = _reproduce(tiny_model_dir, toy_task_master, out, "--table", "2", "--methods", "kmat")
+    code = main(reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["kmat"], seeds=[1, 2]))
     assert code == 1
     err = json.loads((out / f"runs/toy/kmat/{SETTING}/seed1/error.json").read_text())
     assert "boom on seed 1" in err["error"] and "Traceback" in err["traceback"]
@@ -119,7 +99,9 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(
 
 def test_dry_run_lists_without_running(tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "rep"
-    assert _reproduce(tiny_model_dir, toy_task_master, out, "--table", "3", "--dry-run") == 0
+    assert (
+        main(reproduce_argv(tiny_model_dir, toy_task_master, out, "--dry-run", table="3", seeds=[1, 2])) == 0
+    )
     text = capsys.readouterr().out
     assert sum(1 for line in text.splitlines() if "] pending" in line) == 16
     assert "16 pending, 0 done" in text and not (out / "runs").exists()
@@ -129,28 +111,7 @@ def test_table3_prints_eight_rows_with_relative_improvement(
     tiny_model_dir, toy_task_master, tmp_path, capsys
 ):
     out = tmp_path / "rep"
-    code = main(
-        [
-            "reproduce",
-            "--table",
-            "3",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(toy_task_master),
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--no-figures",
-            "--out",
-            str(out),
-            "--compare-paper",
-        ]
-    )
+    code = main(reproduce_argv(tiny_model_dir, toy_task_master, out, "--compare-paper", table="3"))
     assert code == 0
     table = (out / "table3.md").read_text()
     ours = table.split("Published")[0]
@@ -227,8 +188,10 @@ def test_grid_reads_each_task_once(tiny_model_dir, toy_task_master, tmp_path, mo
     loads = []
     monkeypatch.setattr(reproduce_mod, "load_task", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     assert (
-        _reproduce(
-            tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2", "--methods", "zeroshot", "kmat"
+        main(
+            reproduce_argv(
+                tiny_model_dir, toy_task_master, tmp_path / "rep", methods=["zeroshot", "kmat"], seeds=[1, 2]
+            )
         )
         == 0
     )
@@ -250,7 +213,11 @@ def test_an_options_variant_gets_its_own_column_and_the_default_keeps_its_name(t
 
 
 def test_methods_with_table_3_is_refused(tiny_model_dir, toy_task_master, tmp_path, capsys):
-    code = _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "3", "--methods", "coop")
+    code = main(
+        reproduce_argv(
+            tiny_model_dir, toy_task_master, tmp_path / "rep", table="3", methods=["coop"], seeds=[1, 2]
+        )
+    )
     assert code == 2
     assert "--methods: only with --table 2" in capsys.readouterr().err
 
@@ -394,27 +361,7 @@ def test_table2_plus_through_reproduce_lists_the_papers_six_first(
     from kmat.run.experiments import TABLE2_METHODS, TABLE2_PLUS
 
     out = tmp_path / "rep"
-    code = main(
-        [
-            "reproduce",
-            "--table",
-            "2+",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(toy_task_master),
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--no-figures",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(reproduce_argv(tiny_model_dir, toy_task_master, out, table="2+"))
     printed = capsys.readouterr()
     assert code == 0, printed.err
     missing = [m for m, _ in TABLE2_PLUS if m not in available_methods()]
@@ -435,10 +382,16 @@ def test_table2_plus_through_reproduce_lists_the_papers_six_first(
 def test_table2_plus_refuses_methods_and_an_unknown_method_is_named(
     tiny_model_dir, toy_task_master, tmp_path, capsys
 ):
-    code = _reproduce(tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2+", "--methods", "coop")
+    code = main(
+        reproduce_argv(
+            tiny_model_dir, toy_task_master, tmp_path / "rep", table="2+", methods=["coop"], seeds=[1, 2]
+        )
+    )
     assert code == 2 and "Table 2+ runs every registered method" in capsys.readouterr().err
-    code = _reproduce(
-        tiny_model_dir, toy_task_master, tmp_path / "rep", "--table", "2", "--methods", "coop", "nosuch"
+    code = main(
+        reproduce_argv(
+            tiny_model_dir, toy_task_master, tmp_path / "rep", methods=["coop", "nosuch"], seeds=[1, 2]
+        )
     )
     err = capsys.readouterr().err
     assert code == 2 and "--methods: unknown method(s) nosuch; registered:" in err and "prograd" in err

@@ -9,29 +9,10 @@ import warnings
 
 import pytest
 
+from cli_helpers import train_argv
 from kmat.cli import main
 from kmat.run.layout import RUN_FILES, RunLayout
 from kmat.run.runlog import capture_run_log, history_columns, history_csv_bytes
-
-
-def _train(task, model, out, *extra):
-    return main(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{model}",
-            "--device",
-            "cpu",
-            "--shots",
-            "2",
-            "--quiet",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
 
 
 def _mark_template(task):
@@ -45,7 +26,7 @@ def test_a_run_writes_its_history_and_its_log(tiny_model_dir, toy_task, tmp_path
     monkeypatch.setenv("KMAT_PROGRESS", "lines")  # progress lines on stderr: they stay out of the log
     _mark_template(toy_task)
     out = tmp_path / "run"
-    assert _train(toy_task, tiny_model_dir, out, "--method", "kmat", "--epochs", "3") == 0
+    assert main(train_argv(tiny_model_dir, toy_task, out, method="kmat", epochs=3, shots=2)) == 0
     capsys.readouterr()
     layout = RunLayout.of(out)
     result = json.loads(layout.result.read_text())
@@ -77,7 +58,11 @@ def test_every_run_has_its_own_warnings(tiny_model_dir, toy_task, tmp_path, caps
     for seed in (1, 2):
         out = tmp_path / f"s{seed}"
         assert (
-            _train(toy_task, tiny_model_dir, out, "--method", "kmat", "--epochs", "1", "--seed", str(seed))
+            main(
+                train_argv(
+                    tiny_model_dir, toy_task, out, "--seed", str(seed), method="kmat", epochs=1, shots=2
+                )
+            )
             == 0
         )
         assert "template-only descriptions" in RunLayout.of(out).log.read_text()
@@ -86,7 +71,7 @@ def test_every_run_has_its_own_warnings(tiny_model_dir, toy_task, tmp_path, caps
 
 def test_a_method_that_does_not_train_has_a_header_only_history(tiny_model_dir, toy_task, tmp_path, capsys):
     out = tmp_path / "zs"
-    assert _train(toy_task, tiny_model_dir, out, "--method", "zeroshot") == 0
+    assert main(train_argv(tiny_model_dir, toy_task, out, method="zeroshot", shots=2)) == 0
     capsys.readouterr()
     layout = RunLayout.of(out)
     assert layout.history.read_text().splitlines() == ["epoch,lr"]

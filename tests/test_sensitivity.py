@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from cli_helpers import reproduce_argv
 from kmat.cli import main
 from kmat.errors import ConfigError
 from kmat.report.results import aggregate, collect, table2_markdown
@@ -56,36 +57,16 @@ def test_grid_values_can_be_narrowed_and_are_checked():
 REDUCED = ["--sens-alpha", "0.1", "0.9", "--sens-lambda-fgw", "0", "1", "--sens-lambda-anchor", "0", "1"]
 
 
-def _reproduce_sens(tiny_model_dir, task, out, *extra):
-    return main(
-        [
-            "reproduce",
-            "--table",
-            "sensitivity",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(task),
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--out",
-            str(out),
-            *REDUCED,
-            *extra,
-        ]
-    )
-
-
 def test_reduced_grid_through_the_cli_writes_report_and_figure_and_resumes(
     tiny_model_dir, toy_task_master, tmp_path, capsys
 ):
     out = tmp_path / "rep"
-    assert _reproduce_sens(tiny_model_dir, toy_task_master, out) == 0
+    assert (
+        main(
+            reproduce_argv(tiny_model_dir, toy_task_master, out, *REDUCED, table="sensitivity", figures=True)
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "6 run(s) (1 task(s) x 6 configuration(s) x 1 seed(s))" in printed
     assert "Summary: can the high-end validation split see lambda_fgw?" in printed  # the summary is printed
@@ -109,7 +90,7 @@ def test_reduced_grid_through_the_cli_writes_report_and_figure_and_resumes(
     assert not (out / "table2.md").exists() and not (out / "table3.md").exists()
 
     mtime = (out / "runs/toy" / SENSITIVITY_LABEL / settings[0] / "seed1/result.json").stat().st_mtime_ns
-    assert _reproduce_sens(tiny_model_dir, toy_task_master, out, "--no-figures") == 0
+    assert main(reproduce_argv(tiny_model_dir, toy_task_master, out, *REDUCED, table="sensitivity")) == 0
     assert "0 run(s) finished, 6 already done, 0 failed" in capsys.readouterr().out
     assert (
         out / "runs/toy" / SENSITIVITY_LABEL / settings[0] / "seed1/result.json"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import tune_argv
 from kmat.cli import main
 
 pytest.importorskip("optuna")
@@ -19,27 +20,7 @@ SPACE = ["lr=0.0001:1:log", "lambda_fgw=0.1:10:log", "fgw_metric=euclidean,cosin
 
 
 def _tune(tiny_model_dir, task, out, *extra, space=SPACE, trials=4):
-    return main(
-        [
-            "tune",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--device",
-            "cpu",
-            "--epochs",
-            "2",
-            "--quiet",
-            "--space",
-            *space,
-            "--trials",
-            str(trials),
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return main(tune_argv(tiny_model_dir, task, out, *extra, space=space, trials=trials, epochs=2))
 
 
 def _rows(out: Path) -> list[dict]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import tune_argv
 from kmat.cli import main
 from kmat.utils.io import read_safetensors
 
@@ -35,29 +36,7 @@ def ray_test(fn):  # noqa: ANN001, ANN201
 
 
 def _tune(tiny_model_dir, task, out, *extra, trials=3, seeds=("1",)):
-    return main(
-        [
-            "tune",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--device",
-            "cpu",
-            "--epochs",
-            "1",
-            "--quiet",
-            "--space",
-            *SPACE,
-            "--trials",
-            str(trials),
-            "--seeds",
-            *seeds,
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return main(tune_argv(tiny_model_dir, task, out, *extra, space=SPACE, trials=trials, seeds=seeds))
 
 
 def _rows(out: Path) -> list[dict]:

@@ -4,31 +4,14 @@ import json
 
 import pytest
 
+from cli_helpers import train_argv
 from kmat.cli import main
-
-
-def _train(tiny_model_dir, task, out, *extra):
-    return main(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-            *extra,
-        ]
-    )
 
 
 def test_divergence_saves_no_nan_prompts(tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "r"
     assert (
-        _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "2", "--lr", "1e38") == 2
+        main(train_argv(tiny_model_dir, toy_task_master, out, "--lr", "1e38", method="coop", epochs=2)) == 2
     )
     err = capsys.readouterr().err
     assert err.startswith("kmat: error:") and ("diverged" in err or "non-finite loss" in err)
@@ -38,14 +21,14 @@ def test_divergence_saves_no_nan_prompts(tiny_model_dir, toy_task_master, tmp_pa
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_non_finite_or_negative_lr_is_refused(tiny_model_dir, toy_task_master, tmp_path, capsys, value):
-    assert _train(tiny_model_dir, toy_task_master, tmp_path / "r", "--lr", value) == 2
+    assert main(train_argv(tiny_model_dir, toy_task_master, tmp_path / "r", "--lr", value)) == 2
     assert "lr must be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\x00" * 64])
 def test_damaged_checkpoint_is_one_line(tiny_model_dir, toy_task_master, tmp_path, capsys, content):
     out = tmp_path / "r"
-    assert _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "1") == 0
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="coop", epochs=1)) == 0
     ckpt = out / "checkpoint.safetensors"
     ckpt.write_bytes(content)
     capsys.readouterr()
@@ -56,7 +39,7 @@ def test_damaged_checkpoint_is_one_line(tiny_model_dir, toy_task_master, tmp_pat
 
 def test_truncated_checkpoint_is_one_line(tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "r"
-    assert _train(tiny_model_dir, toy_task_master, out, "--method", "coop", "--epochs", "1") == 0
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="coop", epochs=1)) == 0
     ckpt = out / "checkpoint.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     assert main(["evaluate", "--run", str(out)]) == 2
@@ -72,7 +55,7 @@ def test_config_file_of_another_shape(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["biomedcoop", "kmat"])
 def test_missing_descriptions_hint_fits_the_method(tiny_model_dir, toy_task, tmp_path, capsys, method):
     (toy_task / "descriptions.json").unlink()
-    assert _train(tiny_model_dir, toy_task, tmp_path / "r", "--method", method, "--epochs", "1") == 2
+    assert main(train_argv(tiny_model_dir, toy_task, tmp_path / "r", method=method, epochs=1)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"kmat: error: {toy_task}: no descriptions.json") and "Traceback" not in err
     assert "add one to the task folder" in err

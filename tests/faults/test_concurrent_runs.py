@@ -8,10 +8,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
+from cli_helpers import reproduce_argv, train_argv
 from kmat.cli import main
 from kmat.errors import RunBusyError
 from kmat.run.layout import RunLayout
@@ -22,37 +22,14 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="runs are locked
 SETTING = "16shot-epochs=1"
 
 
-def _reproduce(model_dir: Path, task: Path, out: Path) -> int:
-    return main(
-        [
-            "reproduce",
-            "--backbone",
-            f"local-dir:{model_dir}",
-            "--tasks",
-            str(task),
-            "--seeds",
-            "1",
-            "2",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--table",
-            "2",
-            "--methods",
-            "coop",
-            "--no-figures",
-            "--out",
-            str(out),
-        ]
-    )
-
-
 def test_a_run_held_by_another_process_is_left_to_it(tiny_model_dir, toy_task, tmp_path, capsys):
     out = tmp_path / "rep"
     held = out / "runs" / "toy" / "coop" / SETTING / "seed1"
     with run_lock(held):  # as another kmat process would hold it while it trains
-        assert _reproduce(tiny_model_dir, toy_task, out) == 0
+        assert (
+            main(reproduce_argv(tiny_model_dir, toy_task, out, methods=["coop"], seeds=[1, 2], quiet=False))
+            == 0
+        )
     got = capsys.readouterr()
     assert "busy     toy/coop/16shot-epochs=1/seed1" in got.out
     assert "1 left to another process" in got.out
@@ -60,28 +37,16 @@ def test_a_run_held_by_another_process_is_left_to_it(tiny_model_dir, toy_task, t
     assert not RunLayout.of(held).exists()  # not written by this process
     assert RunLayout.of(held.with_name("seed2")).exists()
     assert not RunLayout.of(held).lock_file.exists()  # released and removed
-    assert _reproduce(tiny_model_dir, toy_task, out) == 0  # the lock is free again: runs now
+    assert (
+        main(reproduce_argv(tiny_model_dir, toy_task, out, methods=["coop"], seeds=[1, 2], quiet=False)) == 0
+    )  # the lock is free again: runs now
     assert RunLayout.of(held).exists()
 
 
 def test_train_into_a_busy_folder_is_one_line(tiny_model_dir, toy_task, tmp_path, capsys):
     out = tmp_path / "run"
     with run_lock(out):
-        code = main(
-            [
-                "train",
-                "--task",
-                str(toy_task),
-                "--method",
-                "zeroshot",
-                "--backbone",
-                f"local-dir:{tiny_model_dir}",
-                "--device",
-                "cpu",
-                "--out",
-                str(out),
-            ]
-        )
+        code = main(train_argv(tiny_model_dir, toy_task, out, method="zeroshot", quiet=False))
     err = capsys.readouterr().err
     assert code == 2
     assert "kmat: error:" in err and "another kmat process is writing this run" in err

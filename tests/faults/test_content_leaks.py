@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from cli_helpers import train_argv
 from kmat.cli import main
 from kmat.data.fingerprint import check_content_leaks
 from kmat.data.task import load_task
@@ -40,23 +41,7 @@ def test_a_copy_in_the_unused_low_end_train_split_is_no_leak(toy_task):
 def test_train_stops_with_one_line_before_training(tiny_model_dir, toy_task, tmp_path, capsys):
     a, b = _copy_train_over_test(toy_task, "hiscan")
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--task",
-            str(toy_task),
-            "--method",
-            "coop",
-            "--epochs",
-            "1",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(train_argv(tiny_model_dir, toy_task, out, method="coop", epochs=1, quiet=False))
     err = capsys.readouterr().err
     assert code == 2 and "kmat: error:" in err and a in err and b in err
     assert "Traceback" not in err

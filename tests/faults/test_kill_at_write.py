@@ -9,27 +9,15 @@ import sys
 
 import pytest
 
+from cli_helpers import train_argv
+
 
 def _train(tiny_model_dir, task, out, env_extra, *extra):
     cmd = [
         sys.executable,
         "-m",
         "kmat",
-        "train",
-        "--task",
-        str(task),
-        "--backbone",
-        f"local-dir:{tiny_model_dir}",
-        "--out",
-        str(out),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--method",
-        "coop",
-        "--epochs",
-        "1",
-        *extra,
+        *train_argv(tiny_model_dir, task, out, *extra, method="coop", epochs=1),
     ]
     env = {**os.environ, **env_extra}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -4,36 +4,15 @@ import json
 import os
 import shutil
 
+from cli_helpers import train_argv
 from kmat.cli import main
 from kmat.tools.tinymodel import write_tiny_biomedclip
-
-
-def _train(model_spec, task, out, *extra):
-    return main(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--backbone",
-            model_spec,
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-            "--method",
-            "coop",
-            "--epochs",
-            "1",
-            *extra,
-        ]
-    )
 
 
 def test_relative_local_dir_is_recorded_absolute(tiny_model_dir, toy_task_master, tmp_path, monkeypatch):
     shutil.copytree(tiny_model_dir, tmp_path / "model")
     monkeypatch.chdir(tmp_path)
-    assert _train("local-dir:./model", toy_task_master, tmp_path / "r") == 0
+    assert main(train_argv("./model", toy_task_master, tmp_path / "r", method="coop", epochs=1)) == 0
     cfg = json.loads((tmp_path / "r" / "result.json").read_text())["config"]
     assert cfg["backbone"] == f"local-dir:{(tmp_path / 'model').resolve()}"
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -44,8 +23,7 @@ def test_swapped_weights_are_refused_and_a_moved_model_is_accepted(
     tiny_model_dir, toy_task_master, tmp_path, capsys
 ):
     shutil.copytree(tiny_model_dir, tmp_path / "model")
-    spec = f"local-dir:{tmp_path / 'model'}"
-    assert _train(spec, toy_task_master, tmp_path / "r") == 0
+    assert main(train_argv(tmp_path / "model", toy_task_master, tmp_path / "r", method="coop", epochs=1)) == 0
     capsys.readouterr()
     images = [str(p) for p in sorted((toy_task_master / "images" / "loscan").glob("*.png"))[:3]]
     predict = ["predict", "--run", str(tmp_path / "r"), "--images", *images, "--device", "cpu"]
@@ -77,7 +55,7 @@ def test_swapped_weights_are_refused_and_a_moved_model_is_accepted(
 
 def test_a_backbone_of_another_architecture_is_one_line(tiny_model_dir, toy_task_master, tmp_path, capsys):
     run = tmp_path / "run"
-    assert _train(f"local-dir:{tiny_model_dir}", toy_task_master, run) == 0
+    assert main(train_argv(tiny_model_dir, toy_task_master, run, method="coop", epochs=1)) == 0
     other = write_tiny_biomedclip(tmp_path / "reduced", size="reduced", seed=0)
     capsys.readouterr()
     flags = ["--backbone", f"local-dir:{other}", "--allow-backbone-mismatch"]
@@ -100,7 +78,7 @@ def test_a_moved_model_says_how_to_point_at_it(tiny_model_dir, toy_task_master, 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     run = tmp_path / "run"
-    assert _train(f"local-dir:{model}", toy_task_master, run) == 0
+    assert main(train_argv(model, toy_task_master, run, method="coop", epochs=1)) == 0
     model.rename(tmp_path / "elsewhere")
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run)]) == 2

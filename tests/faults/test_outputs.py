@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import reproduce_argv, train_argv
 from kmat.cli import main
 from kmat.errors import OutputError
 from kmat.utils.io import atomic_write_bytes
@@ -63,58 +64,6 @@ def one_error_line(err: str) -> str:
     errors = [line for line in lines if line.startswith("kmat: error:")]
     assert len(errors) == 1, err
     return errors[0]
-
-
-def _train(tiny_model_dir, task, out, *extra):
-    return main(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-            "--method",
-            "coop",
-            "--epochs",
-            "1",
-            "--shots",
-            "2",
-            *extra,
-        ]
-    )
-
-
-def _reproduce(tiny_model_dir, task, out, *extra):
-    return main(
-        [
-            "reproduce",
-            "--table",
-            "2",
-            "--backbone",
-            f"local-dir:{tiny_model_dir}",
-            "--tasks",
-            str(task),
-            "--seeds",
-            "1",
-            "2",
-            "--epochs",
-            "1",
-            "--shots",
-            "2",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--no-figures",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
 
 
 # ---------------------------------------------------------------- the atomic write helpers
@@ -179,7 +128,7 @@ def test_train_out_is_a_file_or_under_one(tiny_model_dir, toy_task_master, tmp_p
     mine = tmp_path / "notes.txt"
     mine.write_text("precious")
     out = mine / "run" if under else mine
-    assert _train(tiny_model_dir, toy_task_master, out) == 2
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="coop", epochs=1, shots=2)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"kmat: error: {out}: {mine if under else ''}".rstrip() + (" " if under else ""))
     assert (f"{mine} is a file, not a folder" if under else f"{out}: is a file, not a folder") in line
@@ -199,7 +148,9 @@ def test_train_read_only_out_fails_before_training(
         raise AssertionError("trained although the output place is read-only")
 
     monkeypatch.setattr(runner, "train", no_training)
-    assert _train(tiny_model_dir, toy_task_master, outs / "r") == 2
+    assert (
+        main(train_argv(tiny_model_dir, toy_task_master, outs / "r", method="coop", epochs=1, shots=2)) == 2
+    )
     line = one_error_line(capsys.readouterr().err)
     assert str(outs) in line and words in line
     assert not outs.exists()
@@ -212,7 +163,7 @@ def test_train_full_disk_leaves_no_partial_run(
     outs = tmp_path / "outs"
     out = outs / "r"
     disk_full(monkeypatch, outs, failing)
-    assert _train(tiny_model_dir, toy_task_master, out) == 2
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="coop", epochs=1, shots=2)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"kmat: error: {out}: cannot write (no space left on the device)")
     assert failing in line and "left as it was" in line
@@ -223,11 +174,26 @@ def test_train_full_disk_keeps_the_previous_run(
     tiny_model_dir, toy_task_master, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "outs" / "r"
-    assert _train(tiny_model_dir, toy_task_master, out) == 0
+    assert main(train_argv(tiny_model_dir, toy_task_master, out, method="coop", epochs=1, shots=2)) == 0
     before = {p: (out / p).read_bytes() for p in files_under(out)}
     disk_full(monkeypatch, out.parent, "result.json")  # the last write: everything else was written
     capsys.readouterr()
-    assert _train(tiny_model_dir, toy_task_master, out, "--seed", "2", "--overwrite") == 2
+    assert (
+        main(
+            train_argv(
+                tiny_model_dir,
+                toy_task_master,
+                out,
+                "--seed",
+                "2",
+                "--overwrite",
+                method="coop",
+                epochs=1,
+                shots=2,
+            )
+        )
+        == 2
+    )
     assert "no space left" in one_error_line(capsys.readouterr().err)
     assert {p: (out / p).read_bytes() for p in files_under(out)} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["r"]
@@ -239,7 +205,12 @@ def test_train_full_disk_keeps_the_previous_run(
 def test_reproduce_out_is_a_file(tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "results"
     out.write_text("not a folder")
-    assert _reproduce(tiny_model_dir, toy_task_master, out, "--methods", "zeroshot") == 2
+    assert (
+        main(
+            reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["zeroshot"], seeds=[1, 2], shots=2)
+        )
+        == 2
+    )
     line = one_error_line(capsys.readouterr().err)
     assert f"{out}: is a file, not a folder" in line
     assert out.read_text() == "not a folder"
@@ -250,7 +221,12 @@ def test_reproduce_read_only_out_stops_at_once(
 ):
     out = tmp_path / "results"
     read_only(monkeypatch, out)
-    assert _reproduce(tiny_model_dir, toy_task_master, out, "--methods", "zeroshot") == 2
+    assert (
+        main(
+            reproduce_argv(tiny_model_dir, toy_task_master, out, methods=["zeroshot"], seeds=[1, 2], shots=2)
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     line = one_error_line(captured.err)
     assert str(out) in line and "read-only" in line
@@ -262,7 +238,11 @@ def test_reproduce_full_disk_stops_the_grid_with_one_line(
 ):
     out = tmp_path / "results"
     disk_full(monkeypatch, out / "runs")  # every file of every run, error.json included
-    code = _reproduce(tiny_model_dir, toy_task_master, out, "--methods", "zeroshot", "coop")
+    code = main(
+        reproduce_argv(
+            tiny_model_dir, toy_task_master, out, methods=["zeroshot", "coop"], seeds=[1, 2], shots=2
+        )
+    )
     captured = capsys.readouterr()
     assert code == 2
     line = one_error_line(captured.err)
@@ -277,7 +257,7 @@ def test_reproduce_unwritable_error_json_is_logged_and_the_grid_goes_on(
     (toy_task / "descriptions.json").unlink()  # every kmat run fails before it writes anything
     out = tmp_path / "results"
     disk_full(monkeypatch, out, "error.json")
-    code = _reproduce(tiny_model_dir, toy_task, out, "--methods", "kmat")
+    code = main(reproduce_argv(tiny_model_dir, toy_task, out, methods=["kmat"], seeds=[1, 2], shots=2))
     captured = capsys.readouterr()
     assert code == 1 and "Traceback" not in captured.err
     assert captured.out.count("FAILED") == 2  # both runs tried

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import toy_run_config
 from kmat.cli import main
 from kmat.data.images import load_image
 from kmat.data.task import load_task
 from kmat.errors import ImageError
-from kmat.run.config import RunConfig
 from kmat.run.runner import run
 
 
@@ -50,17 +50,7 @@ def _write_bad(folder: Path, good: bytes) -> list[Path]:
 def trained_run(backbone, tiny_model_dir, toy_task_master, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("predict_faults") / "run"
     run(
-        RunConfig(
-            task=str(toy_task_master),
-            out=str(out),
-            method="coop",
-            backbone=f"local-dir:{tiny_model_dir}",
-            shots=2,
-            seed=1,
-            device="cpu",
-            show_progress=False,
-            options={"epochs": 1},
-        ),
+        toy_run_config(toy_task_master, out, tiny_model_dir, method="coop"),
         backbone=backbone,
     )
     return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cli_helpers import reproduce_argv
 from kmat.cli import main
 from kmat.data.fingerprint import data_fingerprint
 from kmat.data.task import load_task
@@ -21,30 +22,7 @@ SETTING = "16shot-epochs=1"
 
 
 def _reproduce(model_dir: Path, task: Path, out: Path, *extra: str) -> int:
-    return main(
-        [
-            "reproduce",
-            "--backbone",
-            f"local-dir:{model_dir}",
-            "--tasks",
-            str(task),
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--table",
-            "2",
-            "--methods",
-            "zeroshot",
-            "coop",
-            "--no-figures",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return main(reproduce_argv(model_dir, task, out, *extra, methods=["zeroshot", "coop"], quiet=False))
 
 
 def _printed(capsys) -> str:

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from cli_helpers import reproduce_argv
 from kmat.cli import main
 from kmat.errors import ResultError
 from kmat.report.results import aggregate, collect, read_runs
@@ -262,27 +263,9 @@ def test_check_result_names_the_file_and_fields():
 def test_reproduce_strict_on_real_runs(tiny_model_dir, toy_task_master, tmp_path, capsys):
     """Real result.json files pass the check; a NaN written into a finished run fails --strict."""
     out = tmp_path / "rep"
-    args = [
-        "reproduce",
-        "--backbone",
-        f"local-dir:{tiny_model_dir}",
-        "--tasks",
-        str(toy_task_master),
-        "--seeds",
-        "1",
-        "2",
-        "--table",
-        "2",
-        "--methods",
-        "zeroshot",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--no-figures",
-        "--out",
-        str(out),
-        "--strict",
-    ]
+    args = reproduce_argv(
+        tiny_model_dir, toy_task_master, out, "--strict", methods=["zeroshot"], seeds=[1, 2], epochs=None
+    )
     assert main(args) == 0
     assert "left out" not in (out / "table2.md").read_text()
     [bad] = out.glob("runs/toy/zeroshot/*/seed2/result.json")
