@@ -196,3 +196,31 @@ def test_pillow_warnings_name_the_image(tmp_path, monkeypatch):
         load_image(path)
     mine = [str(w.message) for w in caught if str(path) in str(w.message)]
     assert len(mine) == 1, [str(w.message) for w in caught]  # named, and once per file
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])
+def test_a_damaged_head_is_one_line_naming_the_file(
+    damage, backbone, tiny_model_dir, toy_task_master, tmp_path, capsys
+):
+    """A method that classifies with its head (Tip-Adapter's cache): a damaged or missing
+    head.safetensors stops kmat predict and kmat evaluate with one line naming what to do, never
+    a prediction made without it."""
+    out = tmp_path / "tip"
+    run(toy_run_config(toy_task_master, out, tiny_model_dir, method="tip_adapter"), backbone=backbone)
+    head = out / "head.safetensors"
+    data = head.read_bytes()
+    if damage == "flipped":  # one byte of a tensor: the recorded checksum no longer matches
+        head.write_bytes(data[:-3] + bytes([data[-3] ^ 0xFF]) + data[-2:])
+    elif damage == "truncated":
+        head.write_bytes(data[: len(data) // 2])
+    else:
+        head.unlink()
+    image = load_task(toy_task_master).low.split("test")[0].path
+    capsys.readouterr()
+    assert main(["predict", "--run", str(out), "--images", str(image), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err and "train the run again" in lines[0], err
+    assert main(["evaluate", "--run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "train the run again" in err, err
