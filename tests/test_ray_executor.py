@@ -100,6 +100,37 @@ def test_ray_grid_matches_the_local_grid(tiny_model_dir, toy_task_master, tmp_pa
 
 
 @ray_test
+def test_methods_with_a_head_and_a_fit_run_through_ray_as_locally(
+    tiny_model_dir, toy_task_master, tmp_path, ray_local
+):
+    """Methods that fit before the loop and classify with a head (Tip-Adapter: a cache built in
+    ``fit``; CoCoOp: per-image prompts) computed by Ray workers: the driver writes their
+    head.safetensors, and the results are the local executor's."""
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    methods = ("tip_adapter", "cocoop")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _reproduce(tiny_model_dir, toy_task_master, local, methods=methods, seeds=("1",)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    args = ("--executor", "ray", "--workers", "2")
+    assert _reproduce(tiny_model_dir, toy_task_master, remote, *args, methods=methods, seeds=("1",)) == 0
+    runs = [p.relative_to(local) for p in _runs(local)]
+    assert len(runs) == 2 and runs == [p.relative_to(remote) for p in _runs(remote)]
+    for rel in runs:
+        a = json.loads((local / rel / "result.json").read_text())
+        b = json.loads((remote / rel / "result.json").read_text())
+        assert a["metrics"] == b["metrics"] and a.get("fit") == b.get("fit"), rel
+        ha, hb = (
+            read_safetensors(local / rel / "head.safetensors")[0],
+            read_safetensors(remote / rel / "head.safetensors")[0],
+        )
+        assert ha.keys() == hb.keys() and ha and all(torch.equal(ha[k], hb[k]) for k in ha), rel
+    assert _leftovers(remote) == []
+
+
+@ray_test
 def test_killed_worker_gets_its_run_retried(
     tiny_model_dir, toy_task_master, tmp_path, ray_local, monkeypatch, capsys
 ):
