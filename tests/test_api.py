@@ -220,3 +220,18 @@ def test_a_wrong_method_fails_before_the_backbone_loads(toy_task_master, tmp_pat
     with pytest.raises(ConfigError, match=r"no option\(s\) \['nosuch_option'\]"):
         kmat.train(toy_task_master, method="coop", out=tmp_path / "o", nosuch_option=1)
     assert not (tmp_path / "o").exists()
+
+
+def test_score_takes_numpy_and_tensor_class_indices():
+    import numpy as np
+    import torch
+
+    from kmat.api import Predictions
+    from kmat.errors import ConfigError
+
+    preds = Predictions(["a", "b", "c"], ["x", "y", "x"], torch.zeros(3, 2), ["x", "y"])
+    assert preds.score(np.array([0, 1, 1]))["n"] == 3
+    assert preds.score(torch.tensor([0, 1, 1]))["acc"] == preds.score(["x", "y", "y"])["acc"]
+    for bad in ([True, 1, 0], [0.0, 1, 0], ["z", "x", "y"]):
+        with pytest.raises(ConfigError, match="is not a class"):
+            preds.score(bad)

@@ -213,3 +213,16 @@ def test_biomedcoop_pruning_never_empties_the_bank():
     bank = torch.nn.functional.normalize(torch.randn(2, 6, 4), dim=-1)
     feats = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
     assert prune_descriptions(feats, bank, 1.0, 0.0).all()  # tau = 0 would keep nothing: keep all
+
+
+@pytest.mark.xfail(
+    strict=True, reason="zeroshot/zeroshot_desc train nothing but accept (and tune) the recipe options"
+)
+def test_zeroshot_refuses_the_recipe_options_it_does_not_use():
+    from kmat.errors import ConfigError
+    from kmat.methods import get_method
+    from kmat.methods.config import resolve_config
+
+    for name in ("zeroshot", "zeroshot_desc"):
+        with pytest.raises(ConfigError, match="not used"):
+            resolve_config(get_method(name).Config, {"lr": 0.1})

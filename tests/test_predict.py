@@ -205,3 +205,53 @@ def test_every_method_predicts_from_its_run_folder_as_it_evaluated(
     for s, p in zip(samples, preds, strict=True):
         cm[s.label][classes.index(p.label)] += 1
     assert cm == res["confusion"]["low"], f"{method}: predict decides otherwise than the run's evaluation"
+
+
+def test_labels_as_users_write_them(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
+    """A labels CSV saved by a spreadsheet (byte-order mark, CRLF, spaces after commas, other case),
+    class folders named in another case or with underscores, and --out without .csv: all scored; an
+    image labelled twice differently, or a CSV that is not UTF-8, is one error line before predicting;
+    a metrics file that cannot be written stops before the CSV is written."""
+    import shutil
+
+    res = run(toy_run_config(toy_task_master, tmp_path / "run", tiny_model_dir), backbone=backbone)
+    samples = load_task(toy_task_master).low.split("test")
+    classes = res["config"]["classes"]
+    n = len(samples)
+    argv = ["predict", "--run", str(tmp_path / "run"), "--device", "cpu"]
+    labels = tmp_path / "labels.csv"
+    rows = "".join(f"{s.path}, {classes[s.label].upper()}\r\n" for s in samples)
+    labels.write_bytes(("\ufeffpath, label\r\n" + rows).encode("utf-8"))
+    folder = samples[0].path.parent
+    assert main([*argv, "--images", str(folder), "--labels", str(labels)]) == 0
+    assert f"scored {n} labelled image(s)" in capsys.readouterr().out
+
+    labels.write_text(f"path,label\n{samples[0].path},{classes[0]}\n{samples[0].path},{classes[1]}\n")
+    assert main([*argv, "--images", str(folder), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 3" in err and "line 2" in err and "-o labels" not in err
+    labels.write_bytes("path,label\nnaïve.png,normal\n".encode("latin-1"))
+    assert main([*argv, "--images", str(folder), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kmat: error:") and "UTF-8" in err and "Traceback" not in err
+
+    lab = tmp_path / "labelled"
+    spelled = {"normal": "Normal", "benign": "Benign_Lesion", "malignant": "MALIGNANT"}  # nested below
+    for i, s in enumerate(samples):
+        name = spelled[classes[s.label]]
+        dest = lab / name / "sub" / f"{i:03d}{s.path.suffix}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(s.path, dest)
+    out = tmp_path / "preds"
+    assert main([*argv, "--images", str(lab), "--out", str(out)]) == 0
+    assert f"scored {n} labelled image(s)" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "preds.metrics.json").read_text())
+    assert scores["confusion"] == res["confusion"]["low"]
+    assert main([*argv, "--images", str(lab), "--out", str(tmp_path / "p.v2.csv")]) == 0
+    assert (tmp_path / "p.v2.metrics.json").is_file()
+    capsys.readouterr()
+
+    (tmp_path / "q.metrics.json").mkdir()
+    assert main([*argv, "--images", str(lab), "--out", str(tmp_path / "q.csv")]) == 2
+    assert "q.metrics.json" in capsys.readouterr().err
+    assert not (tmp_path / "q.csv").exists()  # nothing written

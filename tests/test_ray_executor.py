@@ -312,3 +312,14 @@ def test_a_run_given_its_inputs_reads_no_file_of_the_task(backbone, toy_task, tm
     assert got.result["metrics"] == want.result["metrics"] and got.identity == want.identity
     assert all(torch.equal(got.embeddings[k], want.embeddings[k]) for k in want.embeddings)
     assert all(torch.equal(got.state[k], want.state[k]) for k in want.state)
+
+
+def test_a_data_resource_named_like_a_ray_resource_is_one_line(
+    tiny_model_dir, toy_task_master, tmp_path, capsys
+):
+    """--data-resource CPU (one of Ray's own resources) is refused before Ray starts, never a traceback."""
+    for name in ("CPU", "GPU", "memory"):
+        args = ("--executor", "ray", "--data-resource", name)
+        assert _reproduce(tiny_model_dir, toy_task_master, tmp_path / name, *args, methods=("kmat",)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kmat: error:") and err.count("\n") == 1 and "custom" in err

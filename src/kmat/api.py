@@ -17,7 +17,9 @@ loaded on the first :meth:`Run.predict` and kept. ``preds.score(true_labels)`` s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,13 +65,24 @@ class Predictions:
         if len(labels) != len(self):
             raise ConfigError(f"{len(labels)} label(s) for {len(self)} prediction(s)", field="labels")
         index = {c: i for i, c in enumerate(self.classes)}
-        try:
-            y = [label if isinstance(label, int) else index[label] for label in labels]
-        except KeyError as err:
-            raise ConfigError(f"{err} is not a class (classes: {self.classes})", field="labels") from None
+        y = [self._label_index(label, index) for label in labels]
         if any(not 0 <= v < len(self.classes) for v in y):
             raise ConfigError(f"a label index is outside 0..{len(self.classes) - 1}", field="labels")
         return score(y, [index[label] for label in self.labels], self.classes)
+
+    def _label_index(self, label: Any, index: dict[str, int]) -> int:
+        """A true label as a class index: a class name, or an integer (Python, NumPy or a 0-d tensor)."""
+        if isinstance(label, str):
+            if label not in index:
+                raise ConfigError(f"{label!r} is not a class (classes: {self.classes})", field="labels")
+            return index[label]
+        if not isinstance(label, bool):
+            with contextlib.suppress(TypeError, ValueError, RuntimeError):
+                return operator.index(label)
+        raise ConfigError(
+            f"{label!r} is not a class: give class names or class indices (classes: {self.classes})",
+            field="labels",
+        )
 
     def __iter__(self) -> Iterator[Prediction]:
         """Each image as a :class:`~kmat.run.predict.Prediction` (name, label, probability per class)."""

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         truth, resolved = csv_labels(args.labels, classes, classnames), True
     else:
         truth, resolved = folder_labels(args.images, images, classes, classnames), False
+    if args.out and truth is not None:  # the scores' file too fails now, not after the CSV is written
+        check_output_file(metrics_path(args.out))
     report = predict_report(
         args.run,
         images,
@@ -142,6 +144,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def metrics_path(out: str | Path) -> Path:
+    """Where the scores of ``--out FILE.csv`` go: ``FILE.metrics.json`` (``--out NAME`` without a
+    .csv suffix: ``NAME.metrics.json``)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() == ".csv" else out
+    return stem.with_name(stem.name + ".metrics.json")
+
+
 def _report_scores(args: argparse.Namespace, preds: list, true_of: dict[int, int], classes: list[str]) -> int:
     """Print (and with --out, write beside the CSV) the scores of the labelled predictions."""
     from kmat.run.labels import confusion_text, score
@@ -167,7 +177,7 @@ def _report_scores(args: argparse.Namespace, preds: list, true_of: dict[int, int
     )
     print(confusion_text(scores))
     if args.out:
-        path = Path(args.out).with_suffix(".metrics.json")
+        path = metrics_path(args.out)
         atomic_write_json(path, scores)
         print(f"wrote the scores to {path}")
     return 0

@@ -3,7 +3,8 @@
 Two sources: a labelled class-folder (``FOLDER/<class>/.../image.png``, the layout ``kmat prepare
 imagefolder`` reads: an image's class is the name of the first folder under the given one), or a
 CSV of ``path,label`` rows (a path relative to the CSV's folder, or absolute). A label is a class
-of the run (its name, or its prompt name: ``basal_cell`` or ``basal cell``).
+of the run (its name, or its prompt name: ``basal_cell`` or ``basal cell``), in any case, with
+spaces, underscores or hyphens between its words (``Basal Cell``, ``basal-cell``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from kmat.errors import ConfigError
 from kmat.metrics import classification_metrics
 
 
+def _key(name: str) -> str:
+    """A class name as it is looked up: lower case, words split at spaces, underscores and hyphens."""
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
 def _class_index(classes: Sequence[str], classnames: Sequence[str]) -> dict[str, int]:
+    """The class of each spelling of a class name or prompt name (:func:`_key`)."""
     index: dict[str, int] = {}
     for i, (c, n) in enumerate(zip(classes, classnames, strict=True)):
-        for key in (c, n, c.lower(), n.lower()):
-            index.setdefault(key, i)
+        for key in (c, n):
+            index.setdefault(_key(key), i)
     return index
 
 
@@ -31,7 +38,7 @@ def folder_labels(
     ``None`` when no given folder has a class-named subfolder (unlabelled images)."""
     index = _class_index(classes, classnames)
     roots = [Path(i).expanduser() for i in inputs if Path(i).expanduser().is_dir()]
-    labelled_roots = [r for r in roots if any(d.is_dir() and d.name in index for d in r.iterdir())]
+    labelled_roots = [r for r in roots if any(d.is_dir() and _key(d.name) in index for d in r.iterdir())]
     if not labelled_roots:
         return None
     out: dict[Path, int] = {}
@@ -41,39 +48,59 @@ def folder_labels(
                 rel = img.relative_to(root)
             except ValueError:
                 continue
-            if len(rel.parts) > 1 and rel.parts[0] in index:
-                out[img] = index[rel.parts[0]]
+            if len(rel.parts) > 1 and _key(rel.parts[0]) in index:
+                out[img] = index[_key(rel.parts[0])]
                 break
     return out
 
 
 def csv_labels(path: str | Path, classes: Sequence[str], classnames: Sequence[str]) -> dict[Path, int]:
-    """``path,label`` rows of a CSV (a header row with those names); unknown classes are an error
-    naming the row."""
+    """``path,label`` rows of a CSV (a header row with those names; UTF-8, with or without a
+    byte-order mark); an unknown class, or an image given two different labels, is an error naming
+    the row."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"--labels {path}: no such file", field="labels")
+        raise ConfigError(f"--labels {path}: no such file")
     index = _class_index(classes, classnames)
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"--labels {path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"--labels {path}: cannot read it ({err.strerror or err})") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if not {"path", "label"} <= set(header):
+        raise ConfigError(
+            f"--labels {path}: needs a header row with the columns 'path' and 'label' "
+            f"(found {rows[0] if rows else None})"
+        )
+    at_path, at_label = header.index("path"), header.index("label")
+    out: dict[Path, int] = {}
+    line_of: dict[Path, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        cell = row[at_path].strip() if at_path < len(row) else ""
+        label = row[at_label].strip() if at_label < len(row) else ""
+        if _key(label) not in index:
             raise ConfigError(
-                f"--labels {path}: needs a header row with the columns 'path' and 'label' "
-                f"(found {reader.fieldnames})",
-                field="labels",
+                f"--labels {path}, line {line}: {label!r} is not a class of the run "
+                f"(classes: {', '.join(classes)})"
             )
-        out: dict[Path, int] = {}
-        for line, row in enumerate(reader, start=2):
-            label = (row["label"] or "").strip()
-            if label not in index and label.lower() not in index:
-                raise ConfigError(
-                    f"--labels {path}, line {line}: {label!r} is not a class of the run "
-                    f"(classes: {', '.join(classes)})",
-                    field="labels",
-                )
-            p = Path((row["path"] or "").strip()).expanduser()
-            p = p if p.is_absolute() else path.parent / p
-            out[p.resolve()] = index.get(label, index.get(label.lower(), -1))
+        if not cell:
+            raise ConfigError(f"--labels {path}, line {line}: no path")
+        p = Path(cell).expanduser()
+        p = (p if p.is_absolute() else path.parent / p).resolve()
+        y = index[_key(label)]
+        if p in out and out[p] != y:
+            raise ConfigError(
+                f"--labels {path}, line {line}: {cell} is labelled {classes[y]!r} here but "
+                f"{classes[out[p]]!r} on line {line_of[p]}"
+            )
+        out[p], line_of[p] = y, line
     return out
 
 

@@ -41,6 +41,8 @@ from kmat.run.runner import (
     views_needed,
 )
 
+RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+"""Resources Ray defines itself: not a name for ``--data-resource``."""
 DATA_RESOURCE_SLIVER = 0.001  # what a feature task asks of the data resource: never the limit
 KILL_ONCE_ENV = "KMAT_TEST_KILL_WORKER_ONCE"  # tests only: a marker file path; see _train
 
@@ -169,8 +171,15 @@ class RayExecutor:
         self.workers = workers
         self.max_retries = max_retries
         self.num_cpus = num_cpus
-        if data_resource is not None and not data_resource.strip():
-            raise ConfigError("the data resource needs a name (e.g. kmat_data)")
+        if data_resource is not None:
+            data_resource = data_resource.strip()
+            if not data_resource:
+                raise ConfigError("the data resource needs a name (e.g. kmat_data)")
+            if data_resource in RAY_BUILTIN_RESOURCES:
+                raise ConfigError(
+                    f"the data resource {data_resource!r} is one of Ray's own resources; name a custom "
+                    "one (e.g. kmat_data) that the nodes holding the datasets offer"
+                )
         self.data_resource = data_resource
 
     def _start(self) -> bool:
