@@ -12,6 +12,14 @@ from kmat.run.predict import predict_images
 from kmat.run.runner import run
 
 
+def _confusion(samples, preds, classes) -> list[list[int]]:
+    """The confusion matrix (rows: true class) of predictions of the test ``samples``, in order."""
+    cm = [[0] * len(classes) for _ in classes]
+    for s, p in zip(samples, preds, strict=True):
+        cm[s.label][classes.index(p.label)] += 1
+    return cm
+
+
 def test_predictions_match_the_runs_evaluation(backbone, tiny_model_dir, toy_task_master, tmp_path, capsys):
     out = tmp_path / "run"
     res = run(
@@ -21,9 +29,8 @@ def test_predictions_match_the_runs_evaluation(backbone, tiny_model_dir, toy_tas
     samples = load_task(toy_task_master).low.split("test")
     preds = predict_images(out, [s.path for s in samples], role="low", backbone=backbone)
     classes = res["config"]["classes"]
-    cm = [[0] * 3 for _ in range(3)]
-    for s, p in zip(samples, preds, strict=True):
-        cm[s.label][classes.index(p.label)] += 1
+    cm = _confusion(samples, preds, classes)
+    for p in preds:
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert cm == res["confusion"]["low"]  # the same decisions as the run's own low-end evaluation
     csv_path = tmp_path / "preds.csv"
@@ -79,9 +86,7 @@ def test_per_image_prompt_methods_predict_as_they_evaluate(
     preds = predict_images(out, [s.path for s in samples], backbone=backbone)
     res = json.loads((out / "result.json").read_text())
     classes = res["config"]["classes"]
-    cm = [[0] * 3 for _ in range(3)]
-    for s, p in zip(samples, preds, strict=True):
-        cm[s.label][classes.index(p.label)] += 1
+    cm = _confusion(samples, preds, classes)
     assert cm == res["confusion"]["low"]
     (out / "head.safetensors").unlink()  # without its head, a CoCoOp run cannot classify
     with pytest.raises(ValueError, match="head"):
@@ -177,9 +182,7 @@ def test_a_run_of_an_unregistered_method_predicts_with_its_class_embeddings(
     samples = load_task(toy_task_master).low.split("test")
     preds = predict_images(tmp_path / "run", [s.path for s in samples], backbone=backbone)
     classes = res["config"]["classes"]
-    cm = [[0] * 3 for _ in range(3)]
-    for s, p in zip(samples, preds, strict=True):
-        cm[s.label][classes.index(p.label)] += 1
+    cm = _confusion(samples, preds, classes)
     assert cm == res["confusion"]["low"]
     # a method that needs its code (a head) cannot be deployed without it
     from safetensors.torch import save_file
@@ -201,9 +204,7 @@ def test_every_method_predicts_from_its_run_folder_as_it_evaluated(
     samples = load_task(toy_task_master).low.split("test")
     preds = predict_images(tmp_path / "run", [s.path for s in samples], backbone=backbone)
     classes = res["config"]["classes"]
-    cm = [[0] * 3 for _ in range(3)]
-    for s, p in zip(samples, preds, strict=True):
-        cm[s.label][classes.index(p.label)] += 1
+    cm = _confusion(samples, preds, classes)
     assert cm == res["confusion"]["low"], f"{method}: predict decides otherwise than the run's evaluation"
 
 

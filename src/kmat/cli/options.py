@@ -16,6 +16,7 @@ from typing import Any
 
 from kmat.errors import ConfigError
 from kmat.methods.config import OptionInfo, options_of, parse_value
+from kmat.utils.io import read_text_file
 
 UNSET: Any = argparse.SUPPRESS  # a flag not given leaves no attribute
 
@@ -155,14 +156,7 @@ def format_method_options(method: str) -> str:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A run config file (JSON or YAML): :class:`RunConfig` fields, method options under ``options``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
+    text = read_text_file(path, ConfigError, "config file")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml

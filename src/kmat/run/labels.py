@@ -10,11 +10,13 @@ spaces, underscores or hyphens between its words (``Basal Cell``, ``basal-cell``
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from kmat.errors import ConfigError
 from kmat.metrics import classification_metrics
+from kmat.utils.io import read_text_file
 
 
 def _key(name: str) -> str:
@@ -62,15 +64,8 @@ def csv_labels(path: str | Path, classes: Sequence[str], classnames: Sequence[st
     if not path.is_file():
         raise ConfigError(f"--labels {path}: no such file")
     index = _class_index(classes, classnames)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"--labels {path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"--labels {path}: cannot read it ({err.strerror or err})") from None
+    text = read_text_file(path, ConfigError, "labels file", name=f"--labels {path}")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if not {"path", "label"} <= set(header):
         raise ConfigError(

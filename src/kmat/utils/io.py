@@ -175,16 +175,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def read_json_file(path: str | Path, error: type[Exception], what: str = "JSON file") -> object:
-    """The parsed JSON of ``path`` (UTF-8, with or without a byte-order mark); an unreadable, non
-    UTF-8 or invalid file raises ``error`` with a message that names the file and says what is wrong."""
+def read_text_file(
+    path: str | Path, error: type[Exception], what: str = "file", name: str | None = None
+) -> str:
+    """The text of ``path`` (UTF-8, with or without a byte-order mark, as Excel's "CSV UTF-8"
+    writes it); an unreadable or non-UTF-8 file raises ``error`` with a message that starts with
+    ``name`` (default: the path) and says what is wrong."""
     path = Path(path)
+    name = name or str(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+        raise error(f"{name}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except OSError as err:
-        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+        raise error(f"{name}: cannot read the {what} ({err.strerror or err})") from None
+
+
+def read_json_file(path: str | Path, error: type[Exception], what: str = "JSON file") -> object:
+    """The parsed JSON of ``path`` (:func:`read_text_file`); an unreadable, non UTF-8 or invalid
+    file raises ``error`` with a message that names the file and says what is wrong."""
+    text = read_text_file(path, error, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
