@@ -31,6 +31,7 @@ from kmat.backbone import Backbone, load_backbone
 from kmat.errors import ConfigError
 from kmat.methods import get_method
 from kmat.methods.config import resolve_config
+from kmat.run.artifacts import load_head
 from kmat.run.config import RunConfig
 from kmat.run.device import resolve_device
 from kmat.run.labels import score
@@ -116,6 +117,7 @@ class Run:
         self.allow_backbone_mismatch = allow_backbone_mismatch
         self._backbone: Backbone | None = None
         self._backbone_spec: str | None = None
+        self._head: dict[str, Tensor] | None = None
         if isinstance(backbone, str):
             self._backbone_spec = backbone
         elif backbone is not None:
@@ -146,6 +148,14 @@ class Run:
         return str(self.result["task"])
 
     # class_embeddings: dict role ("high", "low") -> (n_classes, dim) tensor, set in __init__
+
+    @property
+    def head(self) -> dict[str, Tensor]:
+        """The method's other deployment tensors (``head.safetensors``; ``{}`` for a method that
+        classifies with its class embeddings alone), read once."""
+        if self._head is None:
+            self._head = load_head(self.folder)
+        return self._head
 
     # ------------------------------------------------------------------ prediction
     @property
@@ -185,6 +195,7 @@ class Run:
             backbone=self.backbone,
             batch_size=batch_size,
             loaded=(self.result, self.class_embeddings),
+            head=self.head,
             allow_backbone_mismatch=True,  # checked once, when the backbone was loaded
             strict=True,
         )

@@ -188,12 +188,14 @@ def predict_report(
     backbone_spec: str | None = None,
     allow_backbone_mismatch: bool = False,
     strict: bool = False,
+    head: dict[str, Tensor] | None = None,
 ) -> PredictionReport:
     """Class probabilities of ``images`` with the run's prompts for modality ``role`` ("high"/"low").
 
     ``images``: file paths, PIL images or image tensors (:func:`image_items`), alone or in a list.
 
-    Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read.
+    Images are encoded at the run's precision. ``loaded``: :func:`load_run`'s answer, if already read;
+    ``head``: the run's :func:`~kmat.run.artifacts.load_head`, if already read.
     ``backbone_spec`` loads the backbone from elsewhere (a moved model folder); its weights must be
     those the run was trained with unless ``allow_backbone_mismatch``.
 
@@ -207,7 +209,7 @@ def predict_report(
     result, emb = loaded if loaded is not None else load_run(run_dir)
     config = result["config"]
     classes: list[str] = config["classes"]
-    head = load_head(run_dir)
+    head = load_head(run_dir) if head is None else head
     if backbone is None:
         backbone = (
             load_backbone(backbone_spec, device=resolve_device(device))
