@@ -238,9 +238,9 @@ def resolve_config(cls: type[C], overrides: dict[str, Any]) -> C:
     for k in sorted(unused & set(overrides)):  # a recorded config holds them at their defaults
         if overrides[k] is not None and overrides[k] != defaults.get(k):
             raise ConfigError(
-                f"{cls.__name__}: option {k} is not used by this method ({cls.unused_why or 'see its docs'})",
-                field=k,
-            )
+                f"{cls.__name__}: option {k} is not used by this method ({cls.unused_why or 'see its docs'}); "
+                "leave it out"
+            )  # no field: the command line would add how to set the very option refused here
     overrides = {k: v for k, v in overrides.items() if k not in unused}
     unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
     if unknown:
